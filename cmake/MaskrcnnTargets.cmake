@@ -1,0 +1,57 @@
+# The project's libraries. Sources are globbed per folder so that adding a file
+# needs no edit here (CONFIGURE_DEPENDS re-globs on every build).
+#
+#   maskrcnn_checkpoint  .pth reading/writing            (LibTorch only)
+#   maskrcnn_core        ops + model + losses            (LibTorch only)
+#   maskrcnn_coco        RLE, COCO JSON, COCO evaluation (no LibTorch)
+#   maskrcnn             images, drawing, predictor glue (all of the above + OpenCV)
+
+set(MASKRCNN_INCLUDE ${PROJECT_SOURCE_DIR}/include)
+
+function(maskrcnn_pch target)
+  if(MASKRCNN_USE_PCH)
+    target_precompile_headers(${target} PRIVATE <torch/torch.h>)
+  endif()
+endfunction()
+
+file(GLOB_RECURSE CHECKPOINT_SOURCES CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/src/io/checkpoint/*.cpp)
+add_library(maskrcnn_checkpoint STATIC ${CHECKPOINT_SOURCES})
+target_include_directories(maskrcnn_checkpoint PUBLIC
+  $<BUILD_INTERFACE:${MASKRCNN_INCLUDE}> $<INSTALL_INTERFACE:include>
+  PRIVATE ${PROJECT_SOURCE_DIR}/src)
+target_link_libraries(maskrcnn_checkpoint PUBLIC ${TORCH_LIBRARIES})
+
+file(GLOB_RECURSE CORE_SOURCES CONFIGURE_DEPENDS
+  ${PROJECT_SOURCE_DIR}/src/ops/*.cpp
+  ${PROJECT_SOURCE_DIR}/src/modeling/*.cpp
+  ${PROJECT_SOURCE_DIR}/src/structures/*.cpp)
+add_library(maskrcnn_core STATIC ${CORE_SOURCES})
+target_include_directories(maskrcnn_core PUBLIC
+  $<BUILD_INTERFACE:${MASKRCNN_INCLUDE}> $<INSTALL_INTERFACE:include>
+  PRIVATE ${PROJECT_SOURCE_DIR}/src)
+target_link_libraries(maskrcnn_core PUBLIC maskrcnn_checkpoint ${TORCH_LIBRARIES} Threads::Threads)
+maskrcnn_pch(maskrcnn_core)
+
+find_package(simdjson REQUIRED)
+find_package(nlohmann_json REQUIRED)
+file(GLOB_RECURSE COCO_SOURCES CONFIGURE_DEPENDS
+  ${PROJECT_SOURCE_DIR}/src/io/coco/*.cpp
+  ${PROJECT_SOURCE_DIR}/src/evaluation/*.cpp)
+add_library(maskrcnn_coco STATIC ${COCO_SOURCES})
+target_include_directories(maskrcnn_coco PUBLIC
+  $<BUILD_INTERFACE:${MASKRCNN_INCLUDE}> $<INSTALL_INTERFACE:include>
+  PRIVATE ${PROJECT_SOURCE_DIR}/src)
+target_link_libraries(maskrcnn_coco PUBLIC Threads::Threads PRIVATE simdjson::simdjson nlohmann_json::nlohmann_json)
+
+find_package(OpenCV REQUIRED COMPONENTS core imgproc imgcodecs)
+file(GLOB MASKRCNN_IO_SOURCES CONFIGURE_DEPENDS
+  ${PROJECT_SOURCE_DIR}/src/io/*.cpp
+  ${PROJECT_SOURCE_DIR}/src/data/*.cpp
+  ${PROJECT_SOURCE_DIR}/src/engine/*.cpp)
+add_library(maskrcnn STATIC ${MASKRCNN_IO_SOURCES})
+target_include_directories(maskrcnn PUBLIC
+  $<BUILD_INTERFACE:${MASKRCNN_INCLUDE}> $<INSTALL_INTERFACE:include>
+  PRIVATE ${PROJECT_SOURCE_DIR}/src ${OpenCV_INCLUDE_DIRS})
+target_link_libraries(maskrcnn PUBLIC maskrcnn_core maskrcnn_coco
+  PRIVATE ${OpenCV_LIBS} nlohmann_json::nlohmann_json)
+maskrcnn_pch(maskrcnn)

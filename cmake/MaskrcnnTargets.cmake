@@ -8,6 +8,15 @@
 
 set(MASKRCNN_INCLUDE ${PROJECT_SOURCE_DIR}/include)
 
+# A folder still without sources (work in progress) yields an empty archive
+# rather than a configure error, so the rest of the tree keeps building.
+function(maskrcnn_static_library name)
+  if(NOT ARGN)
+    set(ARGN ${PROJECT_SOURCE_DIR}/cmake/empty.cpp)
+  endif()
+  add_library(${name} STATIC ${ARGN})
+endfunction()
+
 function(maskrcnn_pch target)
   if(MASKRCNN_USE_PCH)
     target_precompile_headers(${target} PRIVATE <torch/torch.h>)
@@ -15,7 +24,7 @@ function(maskrcnn_pch target)
 endfunction()
 
 file(GLOB_RECURSE CHECKPOINT_SOURCES CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/src/io/checkpoint/*.cpp)
-add_library(maskrcnn_checkpoint STATIC ${CHECKPOINT_SOURCES})
+maskrcnn_static_library(maskrcnn_checkpoint ${CHECKPOINT_SOURCES})
 target_include_directories(maskrcnn_checkpoint PUBLIC
   $<BUILD_INTERFACE:${MASKRCNN_INCLUDE}> $<INSTALL_INTERFACE:include>
   PRIVATE ${PROJECT_SOURCE_DIR}/src)
@@ -25,7 +34,7 @@ file(GLOB_RECURSE CORE_SOURCES CONFIGURE_DEPENDS
   ${PROJECT_SOURCE_DIR}/src/ops/*.cpp
   ${PROJECT_SOURCE_DIR}/src/modeling/*.cpp
   ${PROJECT_SOURCE_DIR}/src/structures/*.cpp)
-add_library(maskrcnn_core STATIC ${CORE_SOURCES})
+maskrcnn_static_library(maskrcnn_core ${CORE_SOURCES})
 target_include_directories(maskrcnn_core PUBLIC
   $<BUILD_INTERFACE:${MASKRCNN_INCLUDE}> $<INSTALL_INTERFACE:include>
   PRIVATE ${PROJECT_SOURCE_DIR}/src)
@@ -37,7 +46,7 @@ find_package(nlohmann_json REQUIRED)
 file(GLOB_RECURSE COCO_SOURCES CONFIGURE_DEPENDS
   ${PROJECT_SOURCE_DIR}/src/io/coco/*.cpp
   ${PROJECT_SOURCE_DIR}/src/evaluation/*.cpp)
-add_library(maskrcnn_coco STATIC ${COCO_SOURCES})
+maskrcnn_static_library(maskrcnn_coco ${COCO_SOURCES})
 target_include_directories(maskrcnn_coco PUBLIC
   $<BUILD_INTERFACE:${MASKRCNN_INCLUDE}> $<INSTALL_INTERFACE:include>
   PRIVATE ${PROJECT_SOURCE_DIR}/src)
@@ -48,7 +57,7 @@ file(GLOB MASKRCNN_IO_SOURCES CONFIGURE_DEPENDS
   ${PROJECT_SOURCE_DIR}/src/io/*.cpp
   ${PROJECT_SOURCE_DIR}/src/data/*.cpp
   ${PROJECT_SOURCE_DIR}/src/engine/*.cpp)
-add_library(maskrcnn STATIC ${MASKRCNN_IO_SOURCES})
+maskrcnn_static_library(maskrcnn ${MASKRCNN_IO_SOURCES})
 target_include_directories(maskrcnn PUBLIC
   $<BUILD_INTERFACE:${MASKRCNN_INCLUDE}> $<INSTALL_INTERFACE:include>
   PRIVATE ${PROJECT_SOURCE_DIR}/src ${OpenCV_INCLUDE_DIRS})

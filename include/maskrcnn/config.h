@@ -1,0 +1,63 @@
+// MaskRCNNConfig: every knob of the model, with torchvision's names and defaults
+// (torchvision.models.detection.MaskRCNN / FasterRCNN keyword arguments).
+#pragma once
+#include <string>
+#include <vector>
+
+namespace maskrcnn {
+
+enum class Arch { V1, V2 };  // maskrcnn_resnet50_fpn, maskrcnn_resnet50_fpn_v2
+
+struct MaskRCNNConfig {
+  Arch arch = Arch::V1;
+  int num_classes = 91;       // including background (label 0)
+  int backbone_depth = 50;    // 18, 34, 50, 101
+  // Backbone batch norm: frozen (FrozenBatchNorm2d) or a real BatchNorm2d.
+  bool frozen_batch_norm = true;
+  // torchvision's COCO v1 model uses FrozenBatchNorm2d with eps 0.0
+  // (overwrite_eps); BatchNorm2d and freshly built FrozenBatchNorm2d use 1e-5.
+  double backbone_norm_eps = 0.0;
+  int trainable_backbone_layers = 3;
+
+  // GeneralizedRCNNTransform
+  int min_size = 800;
+  int max_size = 1333;
+  std::vector<float> image_mean{0.485f, 0.456f, 0.406f};
+  std::vector<float> image_std{0.229f, 0.224f, 0.225f};
+  int size_divisible = 32;
+
+  // RPN
+  int rpn_pre_nms_top_n_train = 2000;
+  int rpn_pre_nms_top_n_test = 1000;
+  int rpn_post_nms_top_n_train = 2000;
+  int rpn_post_nms_top_n_test = 1000;
+  double rpn_nms_thresh = 0.7;
+  double rpn_fg_iou_thresh = 0.7;
+  double rpn_bg_iou_thresh = 0.3;
+  int rpn_batch_size_per_image = 256;
+  double rpn_positive_fraction = 0.5;
+  double rpn_score_thresh = 0.0;
+  double rpn_min_size = 1e-3;
+
+  // RoI heads
+  double box_score_thresh = 0.05;
+  double box_nms_thresh = 0.5;
+  int box_detections_per_img = 100;
+  double box_fg_iou_thresh = 0.5;
+  double box_bg_iou_thresh = 0.5;
+  int box_batch_size_per_image = 512;
+  double box_positive_fraction = 0.25;
+
+  // Derived from arch, kept explicit for readability at the use sites.
+  int rpn_conv_depth() const { return arch == Arch::V2 ? 2 : 1; }
+  bool heads_use_batch_norm() const { return arch == Arch::V2; }
+
+  // torchvision's builder name for the arch ("maskrcnn_resnet50_fpn[_v2]").
+  std::string arch_name() const;
+};
+
+// Parses "maskrcnn_resnet50_fpn" / "maskrcnn_resnet50_fpn_v2" (also "v1"/"v2").
+// Throws maskrcnn::Error on anything else.
+Arch parse_arch(const std::string& name);
+
+}  // namespace maskrcnn

@@ -1,0 +1,98 @@
+// maskrcnn::MaskRCNN: torchvision's Mask R-CNN (ResNet-FPN v1 and v2) in C++.
+//
+//   #include <maskrcnn/maskrcnn.h>
+//   auto model = maskrcnn::MaskRCNN::from_checkpoint("maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth");
+//   at::Tensor image = maskrcnn::read_image_rgb("street.jpg");   // float [3, H, W] in [0, 1]
+//   auto dets = model.predict({image});
+//   for (int64_t i = 0; i < dets[0].size(); ++i)
+//     ... dets[0].boxes[i], dets[0].scores[i], dets[0].labels[i], dets[0].binary_mask(i, 0.5)
+#pragma once
+#include <ATen/core/Tensor.h>
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "maskrcnn/checkpoint.h"
+#include "maskrcnn/config.h"
+
+namespace maskrcnn {
+
+namespace modeling {
+class GeneralizedRCNNImpl;
+}
+
+// One instance's mask, pasted into the image exactly as torchvision's
+// paste_masks_in_image does, stored only where it can be non-zero: the
+// probabilities of image pixels [y0, y0 + h) x [x0, x0 + w).
+struct InstanceMask {
+  int64_t x0 = 0, y0 = 0;
+  at::Tensor probs;  // float [h, w] (h or w may be 0 for boxes outside the image)
+};
+
+// Detections for one image, in its original pixel coordinates.
+struct Detections {
+  int64_t image_height = 0, image_width = 0;
+  at::Tensor boxes;   // float [N, 4] x1, y1, x2, y2
+  at::Tensor scores;  // float [N], descending
+  at::Tensor labels;  // int64 [N]; for COCO models the COCO category id
+  std::vector<InstanceMask> masks;
+
+  int64_t size() const { return boxes.defined() ? boxes.size(0) : 0; }
+  // Full-image probabilities [H, W] (torchvision's masks[i, 0]).
+  at::Tensor mask_probs(int64_t i) const;
+  // Full-image binary mask [H, W] uint8: probs >= threshold.
+  at::Tensor binary_mask(int64_t i, double threshold = 0.5) const;
+};
+
+// Overrides applied on top of what a checkpoint implies.
+struct ModelOverrides {
+  std::optional<Arch> arch;
+  std::optional<int> num_classes;
+  std::optional<int> min_size, max_size;
+  std::optional<double> box_score_thresh;
+  std::optional<int> box_detections_per_img;
+  std::optional<double> backbone_norm_eps;
+};
+
+class MaskRCNN {
+ public:
+  // A randomly initialised model (torchvision's initialisation).
+  explicit MaskRCNN(const MaskRCNNConfig& config);
+  // Reads a torchvision checkpoint (.pth, zip or legacy format; 2019 key names
+  // accepted), infers v1/v2, backbone depth and class count from its keys and
+  // shapes, then applies `overrides`. Throws maskrcnn::Error naming the file
+  // and the missing, unexpected or mis-shaped keys.
+  static MaskRCNN from_checkpoint(const std::string& path, const ModelOverrides& overrides = {});
+
+  // images: float [3, H, W] in [0, 1], RGB, any sizes. Inference mode, no grad.
+  std::vector<Detections> predict(const std::vector<at::Tensor>& images) const;
+
+  const MaskRCNNConfig& config() const;
+  StateDict state_dict() const;
+  // Strict: every key must be present with the right shape (after renaming
+  // torchvision's older key names). `source` names the origin in errors.
+  void load_state_dict(const StateDict& state, const std::string& source = "state dict");
+  void to(const at::Device& device);
+  at::Device device() const;
+
+  modeling::GeneralizedRCNNImpl& module() const { return *impl_; }
+
+ private:
+  MaskRCNNConfig config_;
+  std::shared_ptr<modeling::GeneralizedRCNNImpl> impl_;
+};
+
+// torchvision's cached COCO checkpoint:
+// $TORCH_HOME/hub/checkpoints/maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth
+// (TORCH_HOME defaults to $XDG_CACHE_HOME/torch, else ~/.cache/torch).
+std::string default_weights_path();
+
+// Infers the architecture from a state dict's keys and shapes.
+MaskRCNNConfig infer_config(const StateDict& state, const std::string& source);
+
+// The 91 labels of torchvision's COCO models ("__background__", "person", ..., "N/A" gaps).
+const std::vector<std::string>& coco_category_names();
+
+}  // namespace maskrcnn

@@ -1,0 +1,62 @@
+#include "modeling/backbone/fpn.h"
+
+#include <torch/nn/init.h>
+#include <torch/nn/modules/container/modulelist.h>
+
+namespace maskrcnn::modeling {
+
+FeaturePyramidNetworkImpl::FeaturePyramidNetworkImpl(const std::vector<int64_t>& in_channels,
+                                                     int64_t out_channels, bool norm,
+                                                     double norm_eps) {
+  inner_blocks = register_module("inner_blocks", torch::nn::ModuleList());
+  layer_blocks = register_module("layer_blocks", torch::nn::ModuleList());
+  for (int64_t c : in_channels) {
+    ConvNormActImpl::Options inner{c, out_channels, 1, 1, 0};
+    inner.norm = norm;
+    inner.norm_eps = norm_eps;
+    inner.relu = false;
+    ConvNormActImpl::Options layer{out_channels, out_channels, 3, 1, 1};
+    layer.norm = norm;
+    layer.norm_eps = norm_eps;
+    layer.relu = false;
+    inner_.push_back(ConvNormAct(inner));
+    layer_.push_back(ConvNormAct(layer));
+    inner_blocks->push_back(inner_.back());
+    layer_blocks->push_back(layer_.back());
+  }
+  // torchvision: kaiming_uniform_(a=1) weights, zero bias.
+  torch::NoGradGuard ng;
+  for (auto& p : named_parameters()) {
+    if (p.value().dim() == 4) torch::nn::init::kaiming_uniform_(p.value(), 1);
+    else if (p.key().find(".0.bias") != std::string::npos) p.value().zero_();
+  }
+}
+
+std::vector<at::Tensor> FeaturePyramidNetworkImpl::forward(const std::vector<at::Tensor>& x) {
+  const size_t n = x.size();
+  std::vector<at::Tensor> results(n);
+  auto last_inner = inner_[n - 1]->forward(x[n - 1]);
+  results[n - 1] = layer_[n - 1]->forward(last_inner);
+  for (int64_t idx = static_cast<int64_t>(n) - 2; idx >= 0; --idx) {
+    auto inner_lateral = inner_[idx]->forward(x[idx]);
+    auto top_down = at::upsample_nearest2d(
+        last_inner, {inner_lateral.size(-2), inner_lateral.size(-1)}, c10::nullopt, c10::nullopt);
+    last_inner = inner_lateral + top_down;
+    results[idx] = layer_[idx]->forward(last_inner);
+  }
+  // LastLevelMaxPool: F.max_pool2d(x, kernel 1, stride 2, padding 0).
+  results.push_back(at::max_pool2d(results.back(), {1, 1}, {2, 2}, {0, 0}));
+  return results;
+}
+
+BackboneWithFPNImpl::BackboneWithFPNImpl(int depth, NormSpec body_norm, bool fpn_norm) {
+  body = register_module("body", ResNetBody(depth, body_norm));
+  auto c = body->out_channels();
+  fpn = register_module("fpn", FeaturePyramidNetwork(c, 256, fpn_norm, 1e-5));
+}
+
+std::vector<at::Tensor> BackboneWithFPNImpl::forward(const at::Tensor& images) {
+  return fpn->forward(body->forward(images));
+}
+
+}  // namespace maskrcnn::modeling

@@ -1,0 +1,37 @@
+// torchvision.ops.FeaturePyramidNetwork with LastLevelMaxPool, and the
+// BackboneWithFPN wrapper ("body" + "fpn") of resnet_fpn_backbone.
+#pragma once
+#include <torch/nn/module.h>
+
+#include <vector>
+
+#include "modeling/backbone/resnet.h"
+#include "modeling/layers.h"
+
+namespace maskrcnn::modeling {
+
+class FeaturePyramidNetworkImpl : public torch::nn::Module {
+ public:
+  // norm: v2 builds the FPN with BatchNorm2d (convs without bias).
+  FeaturePyramidNetworkImpl(const std::vector<int64_t>& in_channels, int64_t out_channels,
+                            bool norm, double norm_eps);
+  // Returns the levels "0".."3" and "pool" (stride 4..64).
+  std::vector<at::Tensor> forward(const std::vector<at::Tensor>& x);
+
+ private:
+  torch::nn::ModuleList inner_blocks, layer_blocks;
+  std::vector<ConvNormAct> inner_, layer_;
+};
+TORCH_MODULE(FeaturePyramidNetwork);
+
+class BackboneWithFPNImpl : public torch::nn::Module {
+ public:
+  BackboneWithFPNImpl(int depth, NormSpec body_norm, bool fpn_norm);
+  std::vector<at::Tensor> forward(const at::Tensor& images);
+  int64_t out_channels() const { return 256; }
+  ResNetBody body{nullptr};
+  FeaturePyramidNetwork fpn{nullptr};
+};
+TORCH_MODULE(BackboneWithFPN);
+
+}  // namespace maskrcnn::modeling

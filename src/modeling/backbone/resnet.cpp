@@ -1,0 +1,113 @@
+#include "modeling/backbone/resnet.h"
+
+#include <torch/nn/functional/pooling.h>
+
+#include "maskrcnn/error.h"
+
+namespace maskrcnn::modeling {
+namespace {
+
+torch::nn::Conv2d conv(int64_t in, int64_t out, int64_t k, int64_t stride, int64_t pad) {
+  return torch::nn::Conv2d(
+      torch::nn::Conv2dOptions(in, out, k).stride(stride).padding(pad).bias(false));
+}
+
+}  // namespace
+
+ResNetBlockImpl::ResNetBlockImpl(bool bottleneck, int64_t inplanes, int64_t planes,
+                                 int64_t stride, bool has_downsample, NormSpec n)
+    : bottleneck_(bottleneck) {
+  const int64_t expansion = bottleneck ? 4 : 1;
+  if (bottleneck) {
+    conv1 = register_module("conv1", conv(inplanes, planes, 1, 1, 0));
+    bn1 = register_module("bn1", BatchNorm2d(planes, n.frozen, n.eps));
+    conv2 = register_module("conv2", conv(planes, planes, 3, stride, 1));
+    bn2 = register_module("bn2", BatchNorm2d(planes, n.frozen, n.eps));
+    conv3 = register_module("conv3", conv(planes, planes * 4, 1, 1, 0));
+    bn3 = register_module("bn3", BatchNorm2d(planes * 4, n.frozen, n.eps));
+  } else {
+    conv1 = register_module("conv1", conv(inplanes, planes, 3, stride, 1));
+    bn1 = register_module("bn1", BatchNorm2d(planes, n.frozen, n.eps));
+    conv2 = register_module("conv2", conv(planes, planes, 3, 1, 1));
+    bn2 = register_module("bn2", BatchNorm2d(planes, n.frozen, n.eps));
+  }
+  if (has_downsample) {
+    downsample = register_module(
+        "downsample", torch::nn::Sequential(conv(inplanes, planes * expansion, 1, stride, 0),
+                                            BatchNorm2d(planes * expansion, n.frozen, n.eps)));
+  }
+}
+
+at::Tensor ResNetBlockImpl::forward(const at::Tensor& x) {
+  auto out = at::relu(bn1(conv1(x)));
+  if (bottleneck_) {
+    out = at::relu(bn2(conv2(out)));
+    out = bn3(conv3(out));
+  } else {
+    out = bn2(conv2(out));
+  }
+  auto identity = downsample ? downsample->forward(x) : x;
+  out += identity;
+  return at::relu_(out);
+}
+
+ResNetBodyImpl::ResNetBodyImpl(int depth, NormSpec n) {
+  std::vector<int> blocks;
+  bool bottleneck = true;
+  switch (depth) {
+    case 18: blocks = {2, 2, 2, 2}; bottleneck = false; break;
+    case 34: blocks = {3, 4, 6, 3}; bottleneck = false; break;
+    case 50: blocks = {3, 4, 6, 3}; break;
+    case 101: blocks = {3, 4, 23, 3}; break;
+    default: throw Error("unsupported ResNet depth " + std::to_string(depth) +
+                         " (expected 18, 34, 50 or 101)");
+  }
+  const int64_t expansion = bottleneck ? 4 : 1;
+  conv1 = register_module("conv1", conv(3, 64, 7, 2, 3));
+  bn1 = register_module("bn1", BatchNorm2d(64, n.frozen, n.eps));
+  int64_t inplanes = 64;
+  for (int li = 0; li < 4; ++li) {
+    const int64_t planes = 64LL << li;
+    const int64_t stride = li == 0 ? 1 : 2;
+    torch::nn::Sequential layer;
+    for (int b = 0; b < blocks[li]; ++b) {
+      const bool first = b == 0;
+      layer->push_back(ResNetBlock(bottleneck, inplanes, planes, first ? stride : 1,
+                                   first && (stride != 1 || inplanes != planes * expansion), n));
+      inplanes = planes * expansion;
+    }
+    layers_.push_back(register_module("layer" + std::to_string(li + 1), layer));
+    out_channels_.push_back(inplanes);
+  }
+  init_kaiming_fan_out(*this);  // torchvision's ResNet init for convs
+}
+
+std::vector<at::Tensor> ResNetBodyImpl::forward(const at::Tensor& x) {
+  auto y = at::relu(bn1(conv1(x)));
+  y = at::max_pool2d(y, {3, 3}, {2, 2}, {1, 1});
+  std::vector<at::Tensor> outs;
+  for (auto& layer : layers_) {
+    y = layer->forward(y);
+    outs.push_back(y);
+  }
+  return outs;
+}
+
+void ResNetBodyImpl::freeze(int trainable_layers) {
+  if (trainable_layers < 0 || trainable_layers > 5)
+    throw Error("trainable backbone layers must be in [0, 5], got " +
+                std::to_string(trainable_layers));
+  // torchvision: layers_to_train = ["layer4", "layer3", "layer2", "layer1", "conv1"][:n];
+  // bn1 is also trainable only when everything is (its name starts with none of them).
+  const std::vector<std::string> order{"layer4", "layer3", "layer2", "layer1", "conv1"};
+  std::vector<std::string> train(order.begin(), order.begin() + trainable_layers);
+  if (trainable_layers == 5) train.push_back("bn1");
+  for (auto& p : named_parameters(/*recurse=*/true)) {
+    bool trainable = false;
+    for (auto& prefix : train)
+      if (p.key().rfind(prefix, 0) == 0) trainable = true;
+    p.value().set_requires_grad(trainable);
+  }
+}
+
+}  // namespace maskrcnn::modeling

@@ -1,0 +1,53 @@
+// torchvision.models.resnet body (no avgpool/fc), as used by resnet_fpn_backbone:
+// returns the outputs of layer1..layer4. Module names match torchvision's.
+#pragma once
+#include <torch/nn/module.h>
+#include <torch/nn/modules/container/sequential.h>
+#include <torch/nn/modules/conv.h>
+
+#include <vector>
+
+#include "modeling/layers.h"
+
+namespace maskrcnn::modeling {
+
+struct NormSpec {
+  bool frozen = true;
+  double eps = 0.0;
+};
+
+// Bottleneck (ResNet-50/101, stride on the 3x3 conv) or BasicBlock (ResNet-18/34).
+class ResNetBlockImpl : public torch::nn::Module {
+ public:
+  ResNetBlockImpl(bool bottleneck, int64_t inplanes, int64_t planes, int64_t stride,
+                  bool downsample, NormSpec norm);
+  at::Tensor forward(const at::Tensor& x);
+
+ private:
+  bool bottleneck_;
+  torch::nn::Conv2d conv1{nullptr}, conv2{nullptr}, conv3{nullptr};
+  BatchNorm2d bn1{nullptr}, bn2{nullptr}, bn3{nullptr};
+  torch::nn::Sequential downsample{nullptr};
+};
+TORCH_MODULE(ResNetBlock);
+
+class ResNetBodyImpl : public torch::nn::Module {
+ public:
+  ResNetBodyImpl(int depth, NormSpec norm);
+  // Outputs of layer1..layer4 ("0".."3" in torchvision's IntermediateLayerGetter).
+  std::vector<at::Tensor> forward(const at::Tensor& x);
+  // Channels of layer1..layer4's outputs.
+  std::vector<int64_t> out_channels() const { return out_channels_; }
+  // Freezes conv1 and the first (5 - trainable_layers) of layer1..layer4, like
+  // torchvision's _resnet_fpn_extractor.
+  void freeze(int trainable_layers);
+
+ private:
+  torch::nn::Conv2d conv1{nullptr};
+  BatchNorm2d bn1{nullptr};
+  std::vector<torch::nn::Sequential> layers_;
+  std::vector<int64_t> out_channels_;
+};
+TORCH_MODULE(ResNetBody);
+
+}  // namespace maskrcnn::modeling

@@ -1,0 +1,83 @@
+#include "modeling/generalized_rcnn.h"
+
+#include <ATen/ATen.h>
+
+namespace maskrcnn::modeling {
+
+GeneralizedRCNNImpl::GeneralizedRCNNImpl(const MaskRCNNConfig& cfg)
+    : cfg_(cfg), transform_(cfg) {
+  const bool v2 = cfg.arch == Arch::V2;
+  NormSpec body_norm{cfg.frozen_batch_norm, cfg.backbone_norm_eps};
+  backbone = register_module("backbone", BackboneWithFPN(cfg.backbone_depth, body_norm, v2));
+  rpn = register_module("rpn", RegionProposalNetwork(cfg));
+  roi_heads = register_module("roi_heads", RoIHeads(cfg));
+}
+
+std::vector<Detections> GeneralizedRCNNImpl::forward(const std::vector<at::Tensor>& images) {
+  std::vector<std::pair<int64_t, int64_t>> original_sizes;
+  for (auto& im : images) original_sizes.emplace_back(im.size(-2), im.size(-1));
+  auto batch = transform_(images);
+  auto features = backbone->forward(batch.tensors);
+  auto proposals = rpn->forward(batch, features);
+  auto dets = roi_heads->forward(features, proposals.boxes, batch.image_sizes);
+  std::vector<Detections> out;
+  for (size_t i = 0; i < dets.size(); ++i)
+    out.push_back(postprocess_detections(dets[i], batch.image_sizes[i], original_sizes[i]));
+  return out;
+}
+
+Detections postprocess_detections(const RoIDetections& d, std::pair<int64_t, int64_t> resized,
+                                  std::pair<int64_t, int64_t> original) {
+  Detections out;
+  out.image_height = original.first;
+  out.image_width = original.second;
+  out.boxes = resize_boxes(d.boxes, resized, original);
+  out.scores = d.scores;
+  out.labels = d.labels;
+  out.masks = paste_masks(d.mask_probs, out.boxes, original.first, original.second);
+  return out;
+}
+
+std::vector<InstanceMask> paste_masks(const at::Tensor& mask_probs, const at::Tensor& boxes,
+                                      int64_t im_h, int64_t im_w) {
+  std::vector<InstanceMask> out;
+  const int64_t n = boxes.size(0);
+  if (n == 0) return out;
+  // expand_masks / expand_boxes: pad by one pixel and grow the box to match.
+  const int64_t m = mask_probs.size(-1);
+  const double scale = static_cast<double>(m + 2) / m;
+  auto padded = at::constant_pad_nd(mask_probs, {1, 1, 1, 1}, 0);
+  auto w_half = (boxes.select(1, 2) - boxes.select(1, 0)) * 0.5;
+  auto h_half = (boxes.select(1, 3) - boxes.select(1, 1)) * 0.5;
+  auto x_c = (boxes.select(1, 2) + boxes.select(1, 0)) * 0.5;
+  auto y_c = (boxes.select(1, 3) + boxes.select(1, 1)) * 0.5;
+  w_half = w_half * scale;
+  h_half = h_half * scale;
+  auto expanded = at::stack({x_c - w_half, y_c - h_half, x_c + w_half, y_c + h_half}, 1)
+                      .to(at::kLong)
+                      .cpu();
+  auto acc = expanded.accessor<int64_t, 2>();
+  out.reserve(n);
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t bx0 = acc[i][0], by0 = acc[i][1], bx2 = acc[i][2], by3 = acc[i][3];
+    const int64_t w = std::max<int64_t>(bx2 - bx0 + 1, 1);
+    const int64_t h = std::max<int64_t>(by3 - by0 + 1, 1);
+    const int64_t x0 = std::max<int64_t>(bx0, 0), x1 = std::min<int64_t>(bx2 + 1, im_w);
+    const int64_t y0 = std::max<int64_t>(by0, 0), y1 = std::min<int64_t>(by3 + 1, im_h);
+    InstanceMask im;
+    im.x0 = x0;
+    im.y0 = y0;
+    if (x1 <= x0 || y1 <= y0) {
+      im.probs = at::zeros({std::max<int64_t>(y1 - y0, 0), std::max<int64_t>(x1 - x0, 0)},
+                           mask_probs.options());
+    } else {
+      auto resized = at::upsample_bilinear2d(padded[i].unsqueeze(0), {h, w}, false,
+                                             c10::nullopt, c10::nullopt)[0][0];
+      im.probs = resized.slice(0, y0 - by0, y1 - by0).slice(1, x0 - bx0, x1 - bx0).contiguous();
+    }
+    out.push_back(std::move(im));
+  }
+  return out;
+}
+
+}  // namespace maskrcnn::modeling

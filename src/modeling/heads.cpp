@@ -1,0 +1,79 @@
+#include "modeling/heads.h"
+
+#include <ATen/ATen.h>
+#include <torch/nn/init.h>
+
+namespace maskrcnn::modeling {
+
+BoxHeadImpl::BoxHeadImpl(int64_t in_channels, int64_t resolution, int64_t representation,
+                         bool conv_fc)
+    : conv_fc_(conv_fc) {
+  if (!conv_fc) {
+    fc6 = register_module("fc6", torch::nn::Linear(in_channels * resolution * resolution,
+                                                   representation));
+    fc7 = register_module("fc7", torch::nn::Linear(representation, representation));
+    return;
+  }
+  for (int i = 0; i < 4; ++i) {
+    ConvNormActImpl::Options o{in_channels, in_channels, 3};
+    o.norm = true;
+    convs_.push_back(register_module(std::to_string(i), ConvNormAct(o)));
+  }
+  // "4" is nn.Flatten (no parameters), "5" the Linear, "6" its ReLU.
+  fc = register_module("5", torch::nn::Linear(in_channels * resolution * resolution,
+                                              representation));
+  for (auto& c : convs_) init_kaiming_fan_out(*c);
+}
+
+at::Tensor BoxHeadImpl::forward(const at::Tensor& x) {
+  if (!conv_fc_) {
+    auto y = at::relu(fc6->forward(x.flatten(1)));
+    return at::relu(fc7->forward(y));
+  }
+  auto y = x;
+  for (auto& c : convs_) y = c->forward(y);
+  return at::relu(fc->forward(y.flatten(1)));
+}
+
+FastRCNNPredictorImpl::FastRCNNPredictorImpl(int64_t in_channels, int64_t num_classes) {
+  cls_score = register_module("cls_score", torch::nn::Linear(in_channels, num_classes));
+  bbox_pred = register_module("bbox_pred", torch::nn::Linear(in_channels, num_classes * 4));
+}
+
+std::pair<at::Tensor, at::Tensor> FastRCNNPredictorImpl::forward(const at::Tensor& x) {
+  auto f = x.flatten(1);
+  return {cls_score->forward(f), bbox_pred->forward(f)};
+}
+
+MaskHeadImpl::MaskHeadImpl(int64_t in_channels, bool batch_norm) {
+  int64_t c = in_channels;
+  for (int i = 0; i < 4; ++i) {
+    ConvNormActImpl::Options o{c, 256, 3, 1, 1, 1};
+    o.norm = batch_norm;
+    convs_.push_back(register_module(std::to_string(i), ConvNormAct(o)));
+    c = 256;
+  }
+  init_kaiming_fan_out(*this);
+}
+
+at::Tensor MaskHeadImpl::forward(const at::Tensor& x) {
+  auto y = x;
+  for (auto& c : convs_) y = c->forward(y);
+  return y;
+}
+
+MaskRCNNPredictorImpl::MaskRCNNPredictorImpl(int64_t in_channels, int64_t dim_reduced,
+                                             int64_t num_classes) {
+  conv5_mask = register_module(
+      "conv5_mask", torch::nn::ConvTranspose2d(
+                        torch::nn::ConvTranspose2dOptions(in_channels, dim_reduced, 2).stride(2)));
+  mask_fcn_logits = register_module(
+      "mask_fcn_logits", torch::nn::Conv2d(torch::nn::Conv2dOptions(dim_reduced, num_classes, 1)));
+  init_kaiming_fan_out(*this);
+}
+
+at::Tensor MaskRCNNPredictorImpl::forward(const at::Tensor& x) {
+  return mask_fcn_logits->forward(at::relu(conv5_mask->forward(x)));
+}
+
+}  // namespace maskrcnn::modeling

@@ -1,0 +1,58 @@
+// The RoI heads' layers, with torchvision's names:
+//   box_head       v1 TwoMLPHead (fc6, fc7) | v2 FastRCNNConvFCHead ("0".."3" conv+BN, "5" fc)
+//   box_predictor  FastRCNNPredictor (cls_score, bbox_pred)
+//   mask_head      MaskRCNNHeads ("0".."3" conv [+BN for v2], ReLU)
+//   mask_predictor MaskRCNNPredictor (conv5_mask transposed conv, mask_fcn_logits)
+#pragma once
+#include <torch/nn/module.h>
+#include <torch/nn/modules/conv.h>
+#include <torch/nn/modules/linear.h>
+
+#include <utility>
+#include <vector>
+
+#include "modeling/layers.h"
+
+namespace maskrcnn::modeling {
+
+class BoxHeadImpl : public torch::nn::Module {
+ public:
+  // conv_fc: v2's four 3x3 conv+BN layers before the single fc layer.
+  BoxHeadImpl(int64_t in_channels, int64_t resolution, int64_t representation, bool conv_fc);
+  at::Tensor forward(const at::Tensor& x);
+
+ private:
+  bool conv_fc_;
+  torch::nn::Linear fc6{nullptr}, fc7{nullptr}, fc{nullptr};
+  std::vector<ConvNormAct> convs_;
+};
+TORCH_MODULE(BoxHead);
+
+class FastRCNNPredictorImpl : public torch::nn::Module {
+ public:
+  FastRCNNPredictorImpl(int64_t in_channels, int64_t num_classes);
+  std::pair<at::Tensor, at::Tensor> forward(const at::Tensor& x);  // scores, deltas
+  torch::nn::Linear cls_score{nullptr}, bbox_pred{nullptr};
+};
+TORCH_MODULE(FastRCNNPredictor);
+
+class MaskHeadImpl : public torch::nn::Module {
+ public:
+  MaskHeadImpl(int64_t in_channels, bool batch_norm);
+  at::Tensor forward(const at::Tensor& x);
+
+ private:
+  std::vector<ConvNormAct> convs_;
+};
+TORCH_MODULE(MaskHead);
+
+class MaskRCNNPredictorImpl : public torch::nn::Module {
+ public:
+  MaskRCNNPredictorImpl(int64_t in_channels, int64_t dim_reduced, int64_t num_classes);
+  at::Tensor forward(const at::Tensor& x);
+  torch::nn::ConvTranspose2d conv5_mask{nullptr};
+  torch::nn::Conv2d mask_fcn_logits{nullptr};
+};
+TORCH_MODULE(MaskRCNNPredictor);
+
+}  // namespace maskrcnn::modeling

@@ -1,0 +1,70 @@
+#include "modeling/layers.h"
+
+#include <torch/nn/init.h>
+
+namespace maskrcnn::modeling {
+
+BatchNorm2dImpl::BatchNorm2dImpl(int64_t channels, bool frozen, double eps)
+    : frozen_(frozen), eps_(eps) {
+  if (frozen) {  // FrozenBatchNorm2d registers all four as buffers
+    weight = register_buffer("weight", torch::ones({channels}));
+    bias = register_buffer("bias", torch::zeros({channels}));
+  } else {
+    weight = register_parameter("weight", torch::ones({channels}));
+    bias = register_parameter("bias", torch::zeros({channels}));
+  }
+  running_mean = register_buffer("running_mean", torch::zeros({channels}));
+  running_var = register_buffer("running_var", torch::ones({channels}));
+  if (!frozen)
+    num_batches_tracked = register_buffer("num_batches_tracked", torch::zeros({}, torch::kLong));
+}
+
+std::pair<at::Tensor, at::Tensor> BatchNorm2dImpl::affine() const {
+  // FrozenBatchNorm2d.forward's arithmetic, in this order, for bit-parity.
+  auto scale = weight * (running_var + eps_).rsqrt();
+  auto shift = bias - running_mean * scale;
+  return {scale, shift};
+}
+
+at::Tensor BatchNorm2dImpl::forward(const at::Tensor& x) {
+  if (frozen_) {
+    auto [scale, shift] = affine();
+    return x * scale.reshape({1, -1, 1, 1}) + shift.reshape({1, -1, 1, 1});
+  }
+  if (is_training()) {
+    num_batches_tracked.add_(1);
+  }
+  return at::batch_norm(x, weight, bias, running_mean, running_var, is_training(), momentum_,
+                        eps_, /*cudnn_enabled=*/true);
+}
+
+ConvNormActImpl::ConvNormActImpl(const Options& o) : relu_(o.relu) {
+  const int64_t pad = o.padding >= 0 ? o.padding : (o.kernel - 1) / 2 * o.dilation;
+  conv = register_module("0", torch::nn::Conv2d(torch::nn::Conv2dOptions(o.in, o.out, o.kernel)
+                                                    .stride(o.stride)
+                                                    .padding(pad)
+                                                    .dilation(o.dilation)
+                                                    .bias(!o.norm)));
+  if (o.norm) norm = register_module("1", BatchNorm2d(o.out, o.frozen_norm, o.norm_eps));
+}
+
+at::Tensor ConvNormActImpl::forward(const at::Tensor& x) {
+  auto y = conv->forward(x);
+  if (norm) y = norm->forward(y);
+  return relu_ ? at::relu(y) : y;
+}
+
+void init_kaiming_fan_out(torch::nn::Module& m) {
+  torch::NoGradGuard ng;
+  for (auto& p : m.named_parameters(/*recurse=*/true)) {
+    if (p.value().dim() == 4) {
+      torch::nn::init::kaiming_normal_(p.value(), 0, torch::kFanOut, torch::kReLU);
+    } else if (p.key().size() >= 4 && p.key().substr(p.key().size() - 4) == "bias" &&
+               p.value().dim() == 1) {
+      // Conv biases only; norm biases are already zero.
+      p.value().zero_();
+    }
+  }
+}
+
+}  // namespace maskrcnn::modeling

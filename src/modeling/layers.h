@@ -1,0 +1,53 @@
+// Small building blocks with torchvision's parameter names, so that
+// named_parameters()/named_buffers() produce torchvision's state_dict keys.
+#pragma once
+#include <torch/nn/module.h>
+#include <torch/nn/modules/conv.h>
+#include <torch/nn/modules/linear.h>
+
+namespace maskrcnn::modeling {
+
+// BatchNorm2d or FrozenBatchNorm2d (buffers only, no num_batches_tracked).
+class BatchNorm2dImpl : public torch::nn::Module {
+ public:
+  BatchNorm2dImpl(int64_t channels, bool frozen, double eps);
+  at::Tensor forward(const at::Tensor& x);
+  bool frozen() const { return frozen_; }
+  double eps() const { return eps_; }
+  // Per-channel (scale, shift) such that forward(x) == x * scale + shift in eval.
+  std::pair<at::Tensor, at::Tensor> affine() const;
+
+  at::Tensor weight, bias, running_mean, running_var, num_batches_tracked;
+
+ private:
+  bool frozen_;
+  double eps_;
+  double momentum_ = 0.1;
+};
+TORCH_MODULE(BatchNorm2d);
+
+// torchvision.ops.Conv2dNormActivation: "0" conv, "1" norm (optional), ReLU (optional).
+class ConvNormActImpl : public torch::nn::Module {
+ public:
+  struct Options {
+    int64_t in, out, kernel = 3, stride = 1, padding = -1, dilation = 1;
+    bool norm = false;       // BatchNorm2d after the conv (then the conv has no bias)
+    bool frozen_norm = false;
+    double norm_eps = 1e-5;
+    bool relu = true;
+  };
+  explicit ConvNormActImpl(const Options& o);
+  at::Tensor forward(const at::Tensor& x);
+
+  torch::nn::Conv2d conv{nullptr};
+  BatchNorm2d norm{nullptr};
+
+ private:
+  bool relu_;
+};
+TORCH_MODULE(ConvNormAct);
+
+// Kaiming-normal (fan_out, relu) weights and zero bias, as torchvision's heads init.
+void init_kaiming_fan_out(torch::nn::Module& m);
+
+}  // namespace maskrcnn::modeling

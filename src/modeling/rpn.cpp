@@ -1,0 +1,128 @@
+#include "modeling/rpn.h"
+
+#include <ATen/ATen.h>
+#include <torch/nn/init.h>
+
+#include "maskrcnn/ops.h"
+#include "modeling/transform.h"
+
+namespace maskrcnn::modeling {
+namespace {
+
+// [N, A*C, H, W] -> [N, H*W*A, C], torchvision's permute_and_flatten.
+at::Tensor permute_and_flatten(const at::Tensor& layer, int64_t n, int64_t a, int64_t c,
+                               int64_t h, int64_t w) {
+  return layer.view({n, -1, c, h, w}).permute({0, 3, 4, 1, 2}).reshape({n, -1, c});
+}
+
+}  // namespace
+
+RPNHeadImpl::RPNHeadImpl(int64_t in_channels, int64_t num_anchors, int conv_depth) {
+  conv = register_module("conv", torch::nn::Sequential());
+  for (int i = 0; i < conv_depth; ++i)
+    conv->push_back(ConvNormAct(ConvNormActImpl::Options{in_channels, in_channels, 3}));
+  cls_logits = register_module(
+      "cls_logits", torch::nn::Conv2d(torch::nn::Conv2dOptions(in_channels, num_anchors, 1)));
+  bbox_pred = register_module(
+      "bbox_pred", torch::nn::Conv2d(torch::nn::Conv2dOptions(in_channels, num_anchors * 4, 1)));
+  torch::NoGradGuard ng;
+  for (auto& p : named_parameters()) {
+    if (p.value().dim() == 4) torch::nn::init::normal_(p.value(), 0, 0.01);
+    else p.value().zero_();
+  }
+}
+
+std::pair<std::vector<at::Tensor>, std::vector<at::Tensor>> RPNHeadImpl::forward(
+    const std::vector<at::Tensor>& features) {
+  std::vector<at::Tensor> logits, bbox_reg;
+  for (auto& f : features) {
+    auto t = conv->forward(f);
+    logits.push_back(cls_logits->forward(t));
+    bbox_reg.push_back(bbox_pred->forward(t));
+  }
+  return {logits, bbox_reg};
+}
+
+RegionProposalNetworkImpl::RegionProposalNetworkImpl(const MaskRCNNConfig& cfg) : cfg_(cfg) {
+  head = register_module("head", RPNHead(256, anchor_generator_.num_anchors_per_location(),
+                                         cfg.rpn_conv_depth()));
+}
+
+std::pair<std::vector<at::Tensor>, std::vector<at::Tensor>>
+RegionProposalNetworkImpl::filter_proposals(
+    const at::Tensor& proposals, const at::Tensor& objectness_in,
+    const std::vector<std::pair<int64_t, int64_t>>& image_sizes,
+    const std::vector<int64_t>& num_anchors_per_level) const {
+  const int64_t num_images = proposals.size(0);
+  const auto device = proposals.device();
+  auto objectness = objectness_in.detach().reshape({num_images, -1});
+  const int64_t pre_nms_top_n = is_training() ? cfg_.rpn_pre_nms_top_n_train
+                                              : cfg_.rpn_pre_nms_top_n_test;
+  const int64_t post_nms_top_n = is_training() ? cfg_.rpn_post_nms_top_n_train
+                                               : cfg_.rpn_post_nms_top_n_test;
+  // Top-n per level, before NMS.
+  std::vector<at::Tensor> levels, top_idx;
+  int64_t offset = 0;
+  for (size_t l = 0; l < num_anchors_per_level.size(); ++l) {
+    const int64_t n = num_anchors_per_level[l];
+    levels.push_back(at::full({n}, static_cast<int64_t>(l), at::TensorOptions(at::kLong).device(device)));
+    auto ob = objectness.slice(1, offset, offset + n);
+    auto k = std::min<int64_t>(pre_nms_top_n, n);
+    top_idx.push_back(std::get<1>(ob.topk(k, 1)) + offset);
+    offset += n;
+  }
+  auto top_n_idx = at::cat(top_idx, 1);
+  auto lvl_all = at::cat(levels).reshape({1, -1}).expand_as(objectness);
+  auto batch_idx = at::arange(num_images, at::TensorOptions(at::kLong).device(device)).unsqueeze(1);
+  auto ob_sel = objectness.index({batch_idx, top_n_idx});
+  auto lvl_sel = lvl_all.index({batch_idx, top_n_idx});
+  auto prop_sel = proposals.index({batch_idx, top_n_idx});
+  auto prob = at::sigmoid(ob_sel);
+
+  std::vector<at::Tensor> final_boxes, final_scores;
+  for (int64_t i = 0; i < num_images; ++i) {
+    auto boxes = ops::clip_boxes_to_image(prop_sel[i], image_sizes[i].first, image_sizes[i].second);
+    auto scores = prob[i];
+    auto lvl = lvl_sel[i];
+    auto keep = ops::remove_small_boxes(boxes, cfg_.rpn_min_size);
+    boxes = boxes.index_select(0, keep);
+    scores = scores.index_select(0, keep);
+    lvl = lvl.index_select(0, keep);
+    keep = at::where(scores >= cfg_.rpn_score_thresh)[0];
+    boxes = boxes.index_select(0, keep);
+    scores = scores.index_select(0, keep);
+    lvl = lvl.index_select(0, keep);
+    keep = ops::batched_nms(boxes, scores, lvl, cfg_.rpn_nms_thresh);
+    keep = keep.slice(0, 0, post_nms_top_n);
+    final_boxes.push_back(boxes.index_select(0, keep));
+    final_scores.push_back(scores.index_select(0, keep));
+  }
+  return {final_boxes, final_scores};
+}
+
+RPNOutput RegionProposalNetworkImpl::forward(const ImageBatch& images,
+                                             const std::vector<at::Tensor>& features) {
+  auto [objectness, deltas] = head->forward(features);
+  const int64_t num_images = images.tensors.size(0);
+  auto anchors = anchor_generator_.anchors(images.tensors.size(-2), images.tensors.size(-1),
+                                           features);
+  std::vector<int64_t> num_anchors_per_level;
+  std::vector<at::Tensor> cls_flat, reg_flat;
+  for (size_t l = 0; l < objectness.size(); ++l) {
+    const auto& o = objectness[l];
+    const int64_t n = o.size(0), a = o.size(1), h = o.size(2), w = o.size(3);
+    num_anchors_per_level.push_back(a * h * w);
+    cls_flat.push_back(permute_and_flatten(o, n, a, 1, h, w));
+    reg_flat.push_back(permute_and_flatten(deltas[l], n, a, 4, h, w));
+  }
+  auto box_cls = at::cat(cls_flat, 1).flatten(0, -2);
+  auto box_regression = at::cat(reg_flat, 1).reshape({-1, 4});
+  // Every image shares the same anchors: repeat them per image for decoding.
+  auto all_anchors = anchors.repeat({num_images, 1});
+  auto proposals = box_coder_.decode(box_regression.detach(), all_anchors).view({num_images, -1, 4});
+  auto [boxes, scores] =
+      filter_proposals(proposals, box_cls, images.image_sizes, num_anchors_per_level);
+  return {boxes, scores};
+}
+
+}  // namespace maskrcnn::modeling

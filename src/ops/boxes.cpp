@@ -1,0 +1,36 @@
+// Box utilities with torchvision.ops.boxes semantics.
+#include <ATen/ATen.h>
+
+#include "maskrcnn/ops.h"
+
+namespace maskrcnn::ops {
+
+at::Tensor box_area(const at::Tensor& boxes) {
+  return (boxes.select(1, 2) - boxes.select(1, 0)) * (boxes.select(1, 3) - boxes.select(1, 1));
+}
+
+at::Tensor box_iou(const at::Tensor& boxes1, const at::Tensor& boxes2) {
+  auto area1 = box_area(boxes1);
+  auto area2 = box_area(boxes2);
+  auto lt = at::max(boxes1.slice(1, 0, 2).unsqueeze(1), boxes2.slice(1, 0, 2).unsqueeze(0));
+  auto rb = at::min(boxes1.slice(1, 2, 4).unsqueeze(1), boxes2.slice(1, 2, 4).unsqueeze(0));
+  auto wh = (rb - lt).clamp_min(0);
+  auto inter = wh.select(2, 0) * wh.select(2, 1);
+  auto uni = area1.unsqueeze(1) + area2.unsqueeze(0) - inter;
+  return inter / uni;
+}
+
+at::Tensor clip_boxes_to_image(const at::Tensor& boxes, int64_t height, int64_t width) {
+  auto x = boxes.slice(-1, 0, boxes.size(-1), 2).clamp(0, width);
+  auto y = boxes.slice(-1, 1, boxes.size(-1), 2).clamp(0, height);
+  return at::stack({x, y}, boxes.dim()).reshape(boxes.sizes());
+}
+
+at::Tensor remove_small_boxes(const at::Tensor& boxes, double min_size) {
+  auto ws = boxes.select(1, 2) - boxes.select(1, 0);
+  auto hs = boxes.select(1, 3) - boxes.select(1, 1);
+  auto keep = (ws >= min_size).logical_and(hs >= min_size);
+  return at::where(keep)[0];
+}
+
+}  // namespace maskrcnn::ops

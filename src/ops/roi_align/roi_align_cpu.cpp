@@ -1,0 +1,212 @@
+// CPU RoIAlign, numerically identical to torchvision's roi_align_kernel.cpp
+// (same sample positions, same bilinear weights, same summation order), but
+// parallel: the forward over RoIs, the backward over channels (each channel's
+// gradient plane is written by one thread only, so no atomics are needed).
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "ops/roi_align/roi_align_kernel.h"
+
+namespace maskrcnn::ops::detail {
+namespace {
+
+template <typename T>
+struct Sample {  // one bilinear sample: four positions and their weights
+  int64_t pos1, pos2, pos3, pos4;
+  T w1, w2, w3, w4;
+};
+
+template <typename T>
+struct RoiGeometry {
+  int64_t batch;
+  T start_h, start_w, bin_h, bin_w;
+  int64_t grid_h, grid_w;
+};
+
+template <typename T>
+RoiGeometry<T> roi_geometry(const T* roi, T spatial_scale, int64_t pooled_height,
+                            int64_t pooled_width, int64_t sampling_ratio, bool aligned) {
+  RoiGeometry<T> g;
+  g.batch = static_cast<int64_t>(roi[0]);
+  const T offset = aligned ? T(0.5) : T(0.0);
+  g.start_w = roi[1] * spatial_scale - offset;
+  g.start_h = roi[2] * spatial_scale - offset;
+  T end_w = roi[3] * spatial_scale - offset;
+  T end_h = roi[4] * spatial_scale - offset;
+  T roi_width = end_w - g.start_w;
+  T roi_height = end_h - g.start_h;
+  if (!aligned) {  // legacy behaviour: force malformed RoIs to be 1x1
+    roi_width = std::max(roi_width, T(1.));
+    roi_height = std::max(roi_height, T(1.));
+  }
+  g.bin_h = roi_height / static_cast<T>(pooled_height);
+  g.bin_w = roi_width / static_cast<T>(pooled_width);
+  g.grid_h = sampling_ratio > 0 ? sampling_ratio
+                                : static_cast<int64_t>(std::ceil(roi_height / pooled_height));
+  g.grid_w = sampling_ratio > 0 ? sampling_ratio
+                                : static_cast<int64_t>(std::ceil(roi_width / pooled_width));
+  return g;
+}
+
+// Bilinear sample at (y, x); returns false when the point lies outside the map.
+template <typename T>
+bool bilinear_sample(int64_t height, int64_t width, T y, T x, int64_t& y_low, int64_t& x_low,
+                     int64_t& y_high, int64_t& x_high, T& w1, T& w2, T& w3, T& w4) {
+  if (y < -1.0 || y > height || x < -1.0 || x > width) return false;
+  if (y <= 0) y = 0;
+  if (x <= 0) x = 0;
+  y_low = static_cast<int64_t>(y);
+  x_low = static_cast<int64_t>(x);
+  if (y_low >= height - 1) {
+    y_high = y_low = height - 1;
+    y = static_cast<T>(y_low);
+  } else {
+    y_high = y_low + 1;
+  }
+  if (x_low >= width - 1) {
+    x_high = x_low = width - 1;
+    x = static_cast<T>(x_low);
+  } else {
+    x_high = x_low + 1;
+  }
+  T ly = y - y_low, lx = x - x_low;
+  T hy = T(1.) - ly, hx = T(1.) - lx;
+  w1 = hy * hx;
+  w2 = hy * lx;
+  w3 = ly * hx;
+  w4 = ly * lx;
+  return true;
+}
+
+template <typename T>
+void roi_align_forward_impl(const T* input, const T* rois, int64_t num_rois, int64_t channels,
+                            int64_t height, int64_t width, T spatial_scale, int64_t pooled_height,
+                            int64_t pooled_width, int64_t sampling_ratio, bool aligned, T* output) {
+  at::parallel_for(0, num_rois, 1, [&](int64_t begin, int64_t end) {
+    std::vector<Sample<T>> samples;
+    for (int64_t n = begin; n < end; ++n) {
+      auto g = roi_geometry<T>(rois + n * 5, spatial_scale, pooled_height, pooled_width,
+                               sampling_ratio, aligned);
+      const T count = std::max<int64_t>(g.grid_h * g.grid_w, 1);
+      // Sample positions and weights are shared by all channels: compute once.
+      samples.assign(pooled_height * pooled_width * g.grid_h * g.grid_w, Sample<T>{});
+      int64_t idx = 0;
+      for (int64_t ph = 0; ph < pooled_height; ++ph)
+        for (int64_t pw = 0; pw < pooled_width; ++pw)
+          for (int64_t iy = 0; iy < g.grid_h; ++iy) {
+            const T yy = g.start_h + ph * g.bin_h +
+                         static_cast<T>(iy + .5f) * g.bin_h / static_cast<T>(g.grid_h);
+            for (int64_t ix = 0; ix < g.grid_w; ++ix) {
+              const T xx = g.start_w + pw * g.bin_w +
+                           static_cast<T>(ix + .5f) * g.bin_w / static_cast<T>(g.grid_w);
+              int64_t yl, xl, yh, xh;
+              T w1, w2, w3, w4;
+              Sample<T>& s = samples[idx++];
+              if (!bilinear_sample<T>(height, width, yy, xx, yl, xl, yh, xh, w1, w2, w3, w4))
+                continue;  // stays all-zero
+              s = {yl * width + xl, yl * width + xh, yh * width + xl, yh * width + xh,
+                   w1, w2, w3, w4};
+            }
+          }
+      for (int64_t c = 0; c < channels; ++c) {
+        const T* data = input + (g.batch * channels + c) * height * width;
+        T* out = output + (n * channels + c) * pooled_height * pooled_width;
+        int64_t s_idx = 0;
+        for (int64_t p = 0; p < pooled_height * pooled_width; ++p) {
+          T val = 0;
+          for (int64_t k = 0; k < g.grid_h * g.grid_w; ++k) {
+            const Sample<T>& s = samples[s_idx++];
+            val += s.w1 * data[s.pos1] + s.w2 * data[s.pos2] + s.w3 * data[s.pos3] +
+                   s.w4 * data[s.pos4];
+          }
+          out[p] = val / count;
+        }
+      }
+    }
+  });
+}
+
+template <typename T>
+void roi_align_backward_impl(const T* grad, const T* rois, int64_t num_rois, int64_t channels,
+                             int64_t height, int64_t width, T spatial_scale, int64_t pooled_height,
+                             int64_t pooled_width, int64_t sampling_ratio, bool aligned,
+                             T* grad_input) {
+  std::vector<RoiGeometry<T>> geo(num_rois);
+  for (int64_t n = 0; n < num_rois; ++n)
+    geo[n] = roi_geometry<T>(rois + n * 5, spatial_scale, pooled_height, pooled_width,
+                             sampling_ratio, aligned);
+  at::parallel_for(0, channels, 1, [&](int64_t c_begin, int64_t c_end) {
+    for (int64_t c = c_begin; c < c_end; ++c)
+      for (int64_t n = 0; n < num_rois; ++n) {
+        const auto& g = geo[n];
+        const T count = g.grid_h * g.grid_w;
+        T* gin = grad_input + (g.batch * channels + c) * height * width;
+        const T* gout = grad + (n * channels + c) * pooled_height * pooled_width;
+        for (int64_t ph = 0; ph < pooled_height; ++ph)
+          for (int64_t pw = 0; pw < pooled_width; ++pw) {
+            const T g_bin = gout[ph * pooled_width + pw];
+            for (int64_t iy = 0; iy < g.grid_h; ++iy) {
+              const T yy = g.start_h + ph * g.bin_h +
+                           static_cast<T>(iy + .5f) * g.bin_h / static_cast<T>(g.grid_h);
+              for (int64_t ix = 0; ix < g.grid_w; ++ix) {
+                const T xx = g.start_w + pw * g.bin_w +
+                             static_cast<T>(ix + .5f) * g.bin_w / static_cast<T>(g.grid_w);
+                int64_t yl, xl, yh, xh;
+                T w1, w2, w3, w4;
+                if (!bilinear_sample<T>(height, width, yy, xx, yl, xl, yh, xh, w1, w2, w3, w4))
+                  continue;
+                gin[yl * width + xl] += g_bin * w1 / count;
+                gin[yl * width + xh] += g_bin * w2 / count;
+                gin[yh * width + xl] += g_bin * w3 / count;
+                gin[yh * width + xh] += g_bin * w4 / count;
+              }
+            }
+          }
+      }
+  });
+}
+
+}  // namespace
+
+at::Tensor roi_align_forward_cpu(const at::Tensor& input_, const at::Tensor& rois_,
+                                 double spatial_scale, int64_t pooled_height,
+                                 int64_t pooled_width, int64_t sampling_ratio, bool aligned) {
+  auto input = input_.contiguous();
+  auto rois = rois_.to(input.scalar_type()).contiguous();
+  const int64_t num_rois = rois.size(0), channels = input.size(1);
+  auto output = at::zeros({num_rois, channels, pooled_height, pooled_width}, input.options());
+  if (num_rois == 0 || output.numel() == 0) return output;
+  AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "roi_align_forward_cpu", [&] {
+    roi_align_forward_impl<scalar_t>(input.data_ptr<scalar_t>(), rois.data_ptr<scalar_t>(),
+                                     num_rois, channels, input.size(2), input.size(3),
+                                     static_cast<scalar_t>(spatial_scale), pooled_height,
+                                     pooled_width, sampling_ratio, aligned,
+                                     output.data_ptr<scalar_t>());
+  });
+  return output;
+}
+
+at::Tensor roi_align_backward_cpu(const at::Tensor& grad_, const at::Tensor& rois_,
+                                  double spatial_scale, int64_t pooled_height,
+                                  int64_t pooled_width, int64_t batch_size, int64_t channels,
+                                  int64_t height, int64_t width, int64_t sampling_ratio,
+                                  bool aligned) {
+  auto grad = grad_.contiguous();
+  auto rois = rois_.to(grad.scalar_type()).contiguous();
+  auto grad_input = at::zeros({batch_size, channels, height, width}, grad.options());
+  if (grad.numel() == 0) return grad_input;
+  AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "roi_align_backward_cpu", [&] {
+    roi_align_backward_impl<scalar_t>(grad.data_ptr<scalar_t>(), rois.data_ptr<scalar_t>(),
+                                      rois.size(0), channels, height, width,
+                                      static_cast<scalar_t>(spatial_scale), pooled_height,
+                                      pooled_width, sampling_ratio, aligned,
+                                      grad_input.data_ptr<scalar_t>());
+  });
+  return grad_input;
+}
+
+}  // namespace maskrcnn::ops::detail

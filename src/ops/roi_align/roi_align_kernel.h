@@ -1,0 +1,29 @@
+// Device kernels behind ops::roi_align. One implementation per device; the
+// dispatcher in roi_align.cpp picks by input.device().
+#pragma once
+#include <ATen/core/Tensor.h>
+
+namespace maskrcnn::ops::detail {
+
+at::Tensor roi_align_forward_cpu(const at::Tensor& input, const at::Tensor& rois,
+                                 double spatial_scale, int64_t pooled_height,
+                                 int64_t pooled_width, int64_t sampling_ratio, bool aligned);
+
+at::Tensor roi_align_backward_cpu(const at::Tensor& grad, const at::Tensor& rois,
+                                  double spatial_scale, int64_t pooled_height,
+                                  int64_t pooled_width, int64_t batch_size, int64_t channels,
+                                  int64_t height, int64_t width, int64_t sampling_ratio,
+                                  bool aligned);
+
+#ifdef MASKRCNN_WITH_CUDA
+at::Tensor roi_align_forward_cuda(const at::Tensor& input, const at::Tensor& rois,
+                                  double spatial_scale, int64_t pooled_height,
+                                  int64_t pooled_width, int64_t sampling_ratio, bool aligned);
+at::Tensor roi_align_backward_cuda(const at::Tensor& grad, const at::Tensor& rois,
+                                   double spatial_scale, int64_t pooled_height,
+                                   int64_t pooled_width, int64_t batch_size, int64_t channels,
+                                   int64_t height, int64_t width, int64_t sampling_ratio,
+                                   bool aligned);
+#endif
+
+}  // namespace maskrcnn::ops::detail

@@ -1,0 +1,153 @@
+// `maskrcnn predict`: segment images with a torchvision Mask R-CNN checkpoint.
+#include <ATen/Parallel.h>
+#include <fmt/core.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <thread>
+
+#include "commands.h"
+#include "maskrcnn/maskrcnn.h"
+
+namespace maskrcnn::cli {
+namespace {
+
+struct PredictArgs {
+  std::string weights;
+  std::string arch;
+  int num_classes = 0;
+  std::string labels_file;
+  double score_thresh = 0.05;
+  double mask_thresh = 0.5;
+  int min_size = 800;
+  int max_size = 1333;
+  int threads = 0;
+  int64_t max_pixels = int64_t{1} << 28;
+  std::string output_json;
+  std::string output_dir;
+  std::vector<std::string> images;
+};
+
+std::vector<std::string> read_labels(const std::string& path) {
+  std::ifstream f(path);
+  if (!f) throw Error(path + ": cannot open labels file");
+  std::vector<std::string> names;
+  for (std::string line; std::getline(f, line);) {
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    names.push_back(line);
+  }
+  if (names.empty()) throw Error(path + ": labels file is empty");
+  return names;
+}
+
+std::string missing_weights_message(const std::string& path) {
+  return "no weights at " + path +
+         ": put torchvision's COCO checkpoint there (the file torchvision downloads for "
+         "maskrcnn_resnet50_fpn(weights=\"DEFAULT\"), from "
+         "https://download.pytorch.org/models/maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth), "
+         "or pass --weights FILE";
+}
+
+int run_predict(const PredictArgs& a) {
+  at::set_num_threads(a.threads > 0 ? a.threads
+                                    : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
+  const std::string weights = a.weights.empty() ? default_weights_path() : a.weights;
+  if (!std::filesystem::exists(weights)) throw Error(missing_weights_message(weights));
+  ModelOverrides o;
+  if (!a.arch.empty()) o.arch = parse_arch(a.arch);
+  if (a.num_classes > 0) o.num_classes = a.num_classes;
+  o.min_size = a.min_size;
+  o.max_size = a.max_size;
+  o.box_score_thresh = a.score_thresh;
+  auto model = MaskRCNN::from_checkpoint(weights, o);
+
+  std::vector<std::string> names;
+  if (!a.labels_file.empty()) names = read_labels(a.labels_file);
+  else if (model.config().num_classes == 91) names = coco_category_names();
+
+  if (!a.output_dir.empty()) std::filesystem::create_directories(a.output_dir);
+  CocoResultsWriter results;
+  results.set_category_names(names);
+  DrawOptions draw;
+  draw.mask_threshold = a.mask_thresh;
+  draw.class_names = names;
+
+  int failures = 0;
+  std::set<std::string> used_names;
+  for (size_t i = 0; i < a.images.size(); ++i) {
+    const std::string& path = a.images[i];
+    const auto t0 = std::chrono::steady_clock::now();
+    try {
+      ImageReadOptions ro;
+      ro.max_pixels = a.max_pixels;
+      auto rgb = read_image(path, ro);
+      auto dets = model.predict({to_float_image(rgb)}).at(0);
+      const double secs =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      const std::string file_name = std::filesystem::path(path).filename().string();
+      results.add(static_cast<int64_t>(i), file_name, dets, a.mask_thresh);
+      if (!a.output_dir.empty()) {
+        std::string stem = std::filesystem::path(path).stem().string();
+        std::string out_name = stem + ".png";
+        for (int k = 1; used_names.count(out_name); ++k) out_name = fmt::format("{}_{}.png", stem, k);
+        used_names.insert(out_name);
+        write_png((std::filesystem::path(a.output_dir) / out_name).string(),
+                  draw_detections(rgb, dets, draw));
+      }
+      fmt::print(stderr, "[{}/{}] {}: {} detections ({:.2f} s)\n", i + 1, a.images.size(), path,
+                 dets.size(), secs);
+      if (a.output_json.empty() && a.output_dir.empty()) {
+        for (int64_t k = 0; k < dets.size(); ++k) {
+          const int64_t label = dets.labels[k].item<int64_t>();
+          auto b = dets.boxes[k];
+          fmt::print("{}\t{}\t{:.4f}\t{:.1f}\t{:.1f}\t{:.1f}\t{:.1f}\n", file_name,
+                     label >= 0 && static_cast<size_t>(label) < names.size() ? names[label]
+                                                                            : std::to_string(label),
+                     dets.scores[k].item<float>(), b[0].item<float>(), b[1].item<float>(),
+                     b[2].item<float>(), b[3].item<float>());
+        }
+      }
+    } catch (const Error& e) {
+      ++failures;
+      fmt::print(stderr, "maskrcnn: error: {}\n", e.what());
+    }
+  }
+  if (!a.output_json.empty()) results.write(a.output_json);
+  if (failures > 0) {
+    fmt::print(stderr, "maskrcnn: {} of {} images failed\n", failures, a.images.size());
+    return 1;
+  }
+  return 0;
+}
+
+}  // namespace
+
+void add_predict_command(CLI::App& app) {
+  auto args = std::make_shared<PredictArgs>();
+  auto* cmd = app.add_subcommand("predict", "Segment images with a Mask R-CNN checkpoint");
+  cmd->add_option("--weights", args->weights,
+                  "Checkpoint (.pth); default: torchvision's cache, " + default_weights_path());
+  cmd->add_option("--arch", args->arch,
+                  "maskrcnn_resnet50_fpn | maskrcnn_resnet50_fpn_v2 (default: from the checkpoint)");
+  cmd->add_option("--num-classes", args->num_classes,
+                  "Classes incl. background (default: from the checkpoint)");
+  cmd->add_option("--labels", args->labels_file,
+                  "Text file, one class name per line, line i = label i (default: COCO names for 91 classes)");
+  cmd->add_option("--score-thresh", args->score_thresh, "Minimum detection score")->capture_default_str();
+  cmd->add_option("--mask-thresh", args->mask_thresh, "Mask probability threshold")->capture_default_str();
+  cmd->add_option("--min-size", args->min_size, "Resize: shorter side")->capture_default_str();
+  cmd->add_option("--max-size", args->max_size, "Resize: longer side at most")->capture_default_str();
+  cmd->add_option("--threads", args->threads, "CPU threads (default: all cores)");
+  cmd->add_option("--max-pixels", args->max_pixels, "Refuse larger images")->capture_default_str();
+  cmd->add_option("--output-json", args->output_json, "Write a COCO results JSON here");
+  cmd->add_option("--output-dir", args->output_dir, "Write one annotated PNG per image here");
+  cmd->add_option("images", args->images, "Images (JPEG, PNG, ...)")->required();
+  cmd->callback([args] {
+    int rc = run_predict(*args);
+    if (rc != 0) throw CLI::RuntimeError(rc);
+  });
+}
+
+}  // namespace maskrcnn::cli

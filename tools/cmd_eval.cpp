@@ -3,8 +3,6 @@
 //   maskrcnn eval --annotations GT.json --results DT.json [--iou-type both]
 //                 [--output-json STATS.json] [--threads N]
 //   maskrcnn eval --annotations GT.json --weights W --images DIR [--results-out DT.json]
-//
-// The second form (run the model, then evaluate) is declared but not wired yet.
 #include <algorithm>
 #include <iostream>
 #include <memory>
@@ -13,8 +11,16 @@
 #include <vector>
 
 #include "commands.h"
+#include <ATen/Parallel.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+
 #include "maskrcnn/coco_eval.h"
 #include "maskrcnn/error.h"
+#include "maskrcnn/evaluator.h"
+#include "maskrcnn/model.h"
 
 namespace maskrcnn::cli {
 
@@ -29,6 +35,7 @@ struct EvalOptions {
   std::string weights;
   std::string images;
   std::string results_out;
+  double score_thresh = 0.05;
 };
 
 std::vector<IouType> parse_iou_types(const std::string& s) {
@@ -47,10 +54,30 @@ void run_eval_command(const EvalOptions& o) {
   std::string results = o.results;
   if (!o.weights.empty()) {
     if (o.images.empty()) throw Error("eval: --weights needs --images DIR");
-    // ---- call point: run the model over --images, write COCO results JSON to
-    // ---- o.results_out (or a temporary file), then set `results` to that path.
-    throw Error("eval --weights: running the model before evaluation is not yet wired; "
-                "run `maskrcnn predict` and pass its results with --results");
+    if (!std::filesystem::exists(o.weights)) throw Error(o.weights + ": no such weights file");
+    at::set_num_threads(o.threads);
+    ModelOverrides mo;
+    mo.box_score_thresh = o.score_thresh;
+    auto model = MaskRCNN::from_checkpoint(o.weights, mo);
+    results = o.results_out.empty()
+                  ? (std::filesystem::temp_directory_path() /
+                     ("maskrcnn_eval_results." + std::to_string(::getpid()) + ".json"))
+                        .string()
+                  : o.results_out;
+    auto report = run_model_on_coco(model, o.annotations, o.images, results);
+    for (auto& f : report.failures) std::fprintf(stderr, "maskrcnn: error: %s\n", f.c_str());
+    std::fprintf(stderr, "eval: %zu images, %zu detections in %.1f s (%.2f images/s)%s\n",
+                 report.images, report.detections, report.seconds,
+                 report.seconds > 0 ? report.images / report.seconds : 0.0,
+                 report.failures.empty()
+                     ? ""
+                     : (", " + std::to_string(report.failures.size()) + " images failed").c_str());
+    run_coco_eval(o.annotations, results, run);
+    if (o.results_out.empty()) std::filesystem::remove(results);
+    if (!report.failures.empty())
+      throw Error(std::to_string(report.failures.size()) + " of " +
+                  std::to_string(report.images) + " images could not be read (listed above)");
+    return;
   }
   if (results.empty()) throw Error("eval: give --results DT.json (or --weights W --images DIR)");
   run_coco_eval(o.annotations, results, run);
@@ -78,7 +105,7 @@ void add_eval_command(CLI::App& app) {
   cmd->add_option("--threads", opts->threads, "Threads for evaluation (default: all cores); results do not depend on it")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
-  cmd->add_option("--weights", opts->weights, "Model weights: run the model on --images first (not yet wired); default: none")
+  cmd->add_option("--weights", opts->weights, "Model weights: run the model on --images first; default: none")
       ->type_name("W")
       ->capture_default_str();
   cmd->add_option("--images", opts->images, "Image folder for --weights; default: none")
@@ -86,6 +113,8 @@ void add_eval_command(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--results-out", opts->results_out, "With --weights: where to write the model's results JSON; default: none (temporary)")
       ->type_name("DT.json")
+      ->capture_default_str();
+  cmd->add_option("--score-thresh", opts->score_thresh, "With --weights: minimum detection score")
       ->capture_default_str();
   cmd->callback([opts] { run_eval_command(*opts); });
 }

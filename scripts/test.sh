@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The test command: installs dependencies, builds, runs every test with ctest.
+# Parity fixtures are generated at test time with Debian's python3-torchvision.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/build.sh
+cd "${BUILD_DIR:-build}"
+ctest --output-on-failure -j "${TEST_JOBS:-1}" "$@"

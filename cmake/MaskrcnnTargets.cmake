@@ -46,6 +46,8 @@ find_package(nlohmann_json REQUIRED)
 file(GLOB_RECURSE COCO_SOURCES CONFIGURE_DEPENDS
   ${PROJECT_SOURCE_DIR}/src/io/coco/*.cpp
   ${PROJECT_SOURCE_DIR}/src/evaluation/*.cpp)
+# The atomic file writer lives in the lowest library that writes files.
+list(APPEND COCO_SOURCES ${PROJECT_SOURCE_DIR}/src/io/atomic_file.cpp)
 maskrcnn_static_library(maskrcnn_coco ${COCO_SOURCES})
 target_include_directories(maskrcnn_coco PUBLIC
   $<BUILD_INTERFACE:${MASKRCNN_INCLUDE}> $<INSTALL_INTERFACE:include>
@@ -57,6 +59,7 @@ file(GLOB MASKRCNN_IO_SOURCES CONFIGURE_DEPENDS
   ${PROJECT_SOURCE_DIR}/src/io/*.cpp
   ${PROJECT_SOURCE_DIR}/src/data/*.cpp
   ${PROJECT_SOURCE_DIR}/src/engine/*.cpp)
+list(REMOVE_ITEM MASKRCNN_IO_SOURCES ${PROJECT_SOURCE_DIR}/src/io/atomic_file.cpp)
 maskrcnn_static_library(maskrcnn ${MASKRCNN_IO_SOURCES})
 target_include_directories(maskrcnn PUBLIC
   $<BUILD_INTERFACE:${MASKRCNN_INCLUDE}> $<INSTALL_INTERFACE:include>

@@ -120,8 +120,6 @@ std::vector<CocoEvalSummary> evaluate_coco_files(const std::string& gt_path, con
                                                  const CocoEvalRunOptions& options);
 // {"bbox": {"stats": [...], "AP": .., ..., "per_category": {...}}, "segm": {...}}
 std::string coco_eval_stats_json(const std::vector<CocoEvalSummary>& summaries);
-// Writes path + ".tmp" then renames it over path.
-void write_file_atomic(const std::string& path, const std::string& content);
 // evaluate_coco_files with the summary to `log` (std::cout if null); returns 0.
 int run_coco_eval(const std::string& gt_path, const std::string& dt_path, CocoEvalRunOptions options);
 

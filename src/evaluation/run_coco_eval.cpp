@@ -8,6 +8,7 @@
 #include <set>
 
 #include "maskrcnn/coco.h"
+#include "io/atomic_file.h"
 #include "maskrcnn/coco_eval.h"
 #include "maskrcnn/error.h"
 
@@ -42,21 +43,6 @@ std::vector<std::string> category_keys(const CocoDataset& gt, const std::vector<
 }
 
 }  // namespace
-
-void write_file_atomic(const std::string& path, const std::string& content) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) throw Error(tmp + ": cannot open for writing");
-    out << content;
-    out.flush();
-    if (!out) throw Error(tmp + ": write error");
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    std::remove(tmp.c_str());
-    throw Error(path + ": cannot rename " + tmp + " to it");
-  }
-}
 
 std::string coco_eval_stats_json(const std::vector<CocoEvalSummary>& summaries) {
   static const char* kNames[12] = {"AP", "AP50", "AP75", "APs", "APm", "APl",
@@ -111,7 +97,7 @@ std::vector<CocoEvalSummary> evaluate_coco_files(const std::string& gt_path, con
     out.push_back(std::move(s));
   }
   if (!options.output_json.empty()) {
-    write_file_atomic(options.output_json, coco_eval_stats_json(out));
+    io::write_file_atomic(options.output_json, coco_eval_stats_json(out));
     if (log) *log << "wrote " << options.output_json << "\n";
   }
   return out;

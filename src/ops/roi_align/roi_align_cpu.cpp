@@ -52,6 +52,12 @@ RoiGeometry<T> roi_geometry(const T* roi, T spatial_scale, int64_t pooled_height
   return g;
 }
 
+// Coordinate of sample i (of `grid`) in bin p, as torchvision computes it.
+template <typename T>
+inline T sample_coord(T start, int64_t p, T bin, int64_t i, int64_t grid) {
+  return start + p * bin + static_cast<T>(i + .5f) * bin / static_cast<T>(grid);
+}
+
 // Bilinear sample at (y, x); returns false when the point lies outside the map.
 template <typename T>
 bool bilinear_sample(int64_t height, int64_t width, T y, T x, int64_t& y_low, int64_t& x_low,
@@ -98,11 +104,9 @@ void roi_align_forward_impl(const T* input, const T* rois, int64_t num_rois, int
       for (int64_t ph = 0; ph < pooled_height; ++ph)
         for (int64_t pw = 0; pw < pooled_width; ++pw)
           for (int64_t iy = 0; iy < g.grid_h; ++iy) {
-            const T yy = g.start_h + ph * g.bin_h +
-                         static_cast<T>(iy + .5f) * g.bin_h / static_cast<T>(g.grid_h);
+            const T yy = sample_coord<T>(g.start_h, ph, g.bin_h, iy, g.grid_h);
             for (int64_t ix = 0; ix < g.grid_w; ++ix) {
-              const T xx = g.start_w + pw * g.bin_w +
-                           static_cast<T>(ix + .5f) * g.bin_w / static_cast<T>(g.grid_w);
+              const T xx = sample_coord<T>(g.start_w, pw, g.bin_w, ix, g.grid_w);
               int64_t yl, xl, yh, xh;
               T w1, w2, w3, w4;
               Sample<T>& s = samples[idx++];
@@ -150,11 +154,9 @@ void roi_align_backward_impl(const T* grad, const T* rois, int64_t num_rois, int
           for (int64_t pw = 0; pw < pooled_width; ++pw) {
             const T g_bin = gout[ph * pooled_width + pw];
             for (int64_t iy = 0; iy < g.grid_h; ++iy) {
-              const T yy = g.start_h + ph * g.bin_h +
-                           static_cast<T>(iy + .5f) * g.bin_h / static_cast<T>(g.grid_h);
+              const T yy = sample_coord<T>(g.start_h, ph, g.bin_h, iy, g.grid_h);
               for (int64_t ix = 0; ix < g.grid_w; ++ix) {
-                const T xx = g.start_w + pw * g.bin_w +
-                             static_cast<T>(ix + .5f) * g.bin_w / static_cast<T>(g.grid_w);
+                const T xx = sample_coord<T>(g.start_w, pw, g.bin_w, ix, g.grid_w);
                 int64_t yl, xl, yh, xh;
                 T w1, w2, w3, w4;
                 if (!bilinear_sample<T>(height, width, yy, xx, yl, xl, yh, xh, w1, w2, w3, w4))

@@ -46,6 +46,20 @@ struct Detections {
   at::Tensor binary_mask(int64_t i, double threshold = 0.5) const;
 };
 
+// One image's ground truth for training, in that image's own pixels.
+struct TrainingTarget {
+  at::Tensor boxes;   // float [N, 4] x1, y1, x2, y2 with x2 > x1 and y2 > y1
+  at::Tensor labels;  // int64 [N], in 1 .. num_classes - 1
+  at::Tensor masks;   // uint8 [N, H, W], 1 inside the object
+  // Seeds this image's RPN and RoI sampling: runs are reproducible and do not
+  // depend on which process or batch slot the image lands in.
+  uint64_t sampling_seed = 0;
+};
+
+// Training losses under torchvision's names and in its order: loss_classifier,
+// loss_box_reg, loss_mask, loss_objectness, loss_rpn_box_reg.
+using LossTerms = std::vector<std::pair<std::string, at::Tensor>>;
+
 // Overrides applied on top of what a checkpoint implies.
 struct ModelOverrides {
   std::optional<Arch> arch;
@@ -66,8 +80,19 @@ class MaskRCNN {
   // and the missing, unexpected or mis-shaped keys.
   static MaskRCNN from_checkpoint(const std::string& path, const ModelOverrides& overrides = {});
 
-  // images: float [3, H, W] in [0, 1], RGB, any sizes. Inference mode, no grad.
+  // images: float [3, H, W] in [0, 1], RGB, any sizes. Inference mode, no grad
+  // (a model in training mode is switched to eval for the call).
   std::vector<Detections> predict(const std::vector<at::Tensor>& images) const;
+
+  // The training losses of a batch, differentiable w.r.t. the parameters that
+  // require grad (torchvision's model(images, targets) in train mode). Needs
+  // train(true); batch norm follows the module's mode as in torchvision.
+  LossTerms losses(const std::vector<at::Tensor>& images,
+                   const std::vector<TrainingTarget>& targets) const;
+  void train(bool on = true);
+  bool is_training() const;
+  // The parameters an optimizer should update (requires_grad), with their names.
+  std::vector<std::pair<std::string, at::Tensor>> trainable_parameters() const;
 
   const MaskRCNNConfig& config() const;
   StateDict state_dict() const;
@@ -91,6 +116,12 @@ std::string default_weights_path();
 
 // Infers the architecture from a state dict's keys and shapes.
 MaskRCNNConfig infer_config(const StateDict& state, const std::string& source);
+
+// Makes glibc keep freed large blocks in the heap instead of unmapping them
+// (feature maps are 50-200 MB; re-faulting them after every layer tripled
+// inference time). MaskRCNN's constructors call it once; set
+// MASKRCNN_KEEP_MALLOC=1 to leave malloc's settings alone. No-op off glibc.
+void tune_allocator_for_inference();
 
 // The 91 labels of torchvision's COCO models ("__background__", "person", ..., "N/A" gaps).
 const std::vector<std::string>& coco_category_names();

@@ -11,6 +11,17 @@ GeneralizedRCNNImpl::GeneralizedRCNNImpl(const MaskRCNNConfig& cfg)
   backbone = register_module("backbone", BackboneWithFPN(cfg.backbone_depth, body_norm, v2));
   rpn = register_module("rpn", RegionProposalNetwork(cfg));
   roi_heads = register_module("roi_heads", RoIHeads(cfg));
+  backbone->body->freeze(cfg.trainable_backbone_layers);
+}
+
+LossTerms GeneralizedRCNNImpl::forward_train(const std::vector<at::Tensor>& images,
+                                             std::vector<TrainingTarget> targets) {
+  auto batch = transform_(images, targets);
+  auto features = backbone->forward(batch.tensors);
+  auto proposals = rpn->forward(batch, features, &targets);
+  LossTerms losses = roi_heads->forward_train(features, proposals.boxes, batch.image_sizes, targets);
+  for (auto& l : proposals.losses) losses.push_back(l);
+  return losses;
 }
 
 std::vector<Detections> GeneralizedRCNNImpl::forward(const std::vector<at::Tensor>& images) {

@@ -19,6 +19,9 @@ class GeneralizedRCNNImpl : public torch::nn::Module {
  public:
   explicit GeneralizedRCNNImpl(const MaskRCNNConfig& cfg);
   std::vector<Detections> forward(const std::vector<at::Tensor>& images);
+  // Training mode: the losses of torchvision's model(images, targets).
+  LossTerms forward_train(const std::vector<at::Tensor>& images,
+                          std::vector<TrainingTarget> targets);
 
   const MaskRCNNConfig& config() const { return cfg_; }
   const Transform& transform() const { return transform_; }

@@ -55,6 +55,7 @@ at::Tensor Detections::binary_mask(int64_t i, double threshold) const {
 
 MaskRCNN::MaskRCNN(const MaskRCNNConfig& config)
     : config_(config), impl_(std::make_shared<modeling::GeneralizedRCNNImpl>(config)) {
+  tune_allocator_for_inference();
   if (config.num_classes < 2) throw Error("num_classes must be >= 2 (background + 1)");
   impl_->eval();
 }
@@ -126,7 +127,48 @@ std::vector<Detections> MaskRCNN::predict(const std::vector<at::Tensor>& images)
   c10::InferenceMode guard;
   std::vector<at::Tensor> inputs;
   for (auto& im : images) inputs.push_back(im.to(device(), at::kFloat));
-  return impl_->forward(inputs);
+  const bool was_training = impl_->is_training();
+  if (was_training) impl_->eval();
+  try {
+    auto out = impl_->forward(inputs);
+    if (was_training) impl_->train(true);
+    return out;
+  } catch (...) {
+    if (was_training) impl_->train(true);
+    throw;
+  }
+}
+
+LossTerms MaskRCNN::losses(const std::vector<at::Tensor>& images,
+                           const std::vector<TrainingTarget>& targets) const {
+  if (!impl_->is_training()) throw Error("MaskRCNN::losses needs a model in training mode (train())");
+  if (images.size() != targets.size())
+    throw Error("MaskRCNN::losses: " + std::to_string(images.size()) + " images but " +
+                std::to_string(targets.size()) + " targets");
+  if (images.empty()) throw Error("MaskRCNN::losses: empty batch");
+  const auto dev = device();
+  std::vector<at::Tensor> inputs;
+  std::vector<TrainingTarget> on_device;
+  for (size_t i = 0; i < images.size(); ++i) {
+    inputs.push_back(images[i].to(dev, at::kFloat));
+    TrainingTarget t = targets[i];
+    t.boxes = t.boxes.to(dev, at::kFloat);
+    t.labels = t.labels.to(dev, at::kLong);
+    t.masks = t.masks.to(dev, at::kByte);
+    on_device.push_back(std::move(t));
+  }
+  return impl_->forward_train(inputs, on_device);
+}
+
+void MaskRCNN::train(bool on) { impl_->train(on); }
+
+bool MaskRCNN::is_training() const { return impl_->is_training(); }
+
+std::vector<std::pair<std::string, at::Tensor>> MaskRCNN::trainable_parameters() const {
+  std::vector<std::pair<std::string, at::Tensor>> out;
+  for (auto& p : impl_->named_parameters(true))
+    if (p.value().requires_grad()) out.emplace_back(p.key(), p.value());
+  return out;
 }
 
 void MaskRCNN::to(const at::Device& device) { impl_->to(device); }

@@ -6,7 +6,10 @@
 
 namespace maskrcnn::modeling {
 
-RoIHeadsImpl::RoIHeadsImpl(const MaskRCNNConfig& cfg) : cfg_(cfg) {
+RoIHeadsImpl::RoIHeadsImpl(const MaskRCNNConfig& cfg)
+    : cfg_(cfg),
+      proposal_matcher_(cfg.box_fg_iou_thresh, cfg.box_bg_iou_thresh, /*allow_low_quality=*/false),
+      fg_bg_sampler_(cfg.box_batch_size_per_image, cfg.box_positive_fraction) {
   const bool v2 = cfg.arch == Arch::V2;
   box_head = register_module("box_head", BoxHead(256, 7, 1024, /*conv_fc=*/v2));
   box_predictor = register_module("box_predictor", FastRCNNPredictor(1024, cfg.num_classes));
@@ -87,6 +90,101 @@ std::vector<RoIDetections> RoIHeadsImpl::forward(
     offset += n;
   }
   return result;
+}
+
+RoIHeadsImpl::TrainingSamples RoIHeadsImpl::select_training_samples(
+    const std::vector<at::Tensor>& proposals_in, const std::vector<TrainingTarget>& targets) const {
+  TrainingSamples out;
+  std::vector<uint64_t> seeds;
+  for (size_t i = 0; i < proposals_in.size(); ++i) {
+    const auto& t = targets[i];
+    // add_gt_proposals: the ground truth itself is always a candidate.
+    auto proposals = at::cat({proposals_in[i], t.boxes.to(proposals_in[i].scalar_type())}, 0);
+    at::Tensor matched, labels;
+    if (t.boxes.numel() == 0) {
+      matched = at::zeros({proposals.size(0)}, proposals.options().dtype(at::kLong));
+      labels = at::zeros({proposals.size(0)}, proposals.options().dtype(at::kLong));
+    } else {
+      auto m = proposal_matcher_(ops::box_iou(t.boxes, proposals));
+      matched = m.clamp_min(0);
+      labels = t.labels.index_select(0, matched).to(at::kLong);
+      labels.masked_fill_(m == Matcher::kBelowLowThreshold, 0);
+      labels.masked_fill_(m == Matcher::kBetweenThresholds, -1);
+    }
+    out.proposals.push_back(proposals);
+    out.matched_idxs.push_back(matched);
+    out.labels.push_back(labels);
+    // Distinct from the RPN's draw of the same image.
+    seeds.push_back(t.sampling_seed ^ 0x9e3779b97f4a7c15ULL);
+  }
+  auto [pos, neg] = fg_bg_sampler_(out.labels, seeds);
+  for (size_t i = 0; i < out.proposals.size(); ++i) {
+    auto inds = at::where(pos[i] | neg[i])[0];
+    out.proposals[i] = out.proposals[i].index_select(0, inds);
+    out.labels[i] = out.labels[i].index_select(0, inds);
+    out.matched_idxs[i] = out.matched_idxs[i].index_select(0, inds);
+    auto gt = targets[i].boxes;
+    if (gt.numel() == 0) gt = at::zeros({1, 4}, out.proposals[i].options());
+    out.regression_targets.push_back(
+        box_coder_.encode(gt.index_select(0, out.matched_idxs[i]), out.proposals[i]));
+  }
+  return out;
+}
+
+LossTerms RoIHeadsImpl::forward_train(const std::vector<at::Tensor>& features,
+                                      const std::vector<at::Tensor>& proposals,
+                                      const std::vector<std::pair<int64_t, int64_t>>& image_sizes,
+                                      const std::vector<TrainingTarget>& targets) {
+  auto s = select_training_samples(proposals, targets);
+  auto box_features = box_head->forward(box_roi_pool_(features, s.proposals, image_sizes));
+  auto [class_logits, box_regression] = box_predictor->forward(box_features);
+
+  // fastrcnn_loss
+  auto labels = at::cat(s.labels, 0);
+  auto regression_targets = at::cat(s.regression_targets, 0);
+  auto loss_classifier = at::cross_entropy_loss(class_logits, labels);
+  auto pos = at::where(labels > 0)[0];
+  auto labels_pos = labels.index_select(0, pos);
+  const int64_t n = class_logits.size(0);
+  auto box_reg = box_regression.reshape({n, box_regression.size(-1) / 4, 4});
+  auto loss_box_reg = at::smooth_l1_loss(box_reg.index({pos, labels_pos}),
+                                         regression_targets.index_select(0, pos),
+                                         at::Reduction::Sum, 1.0 / 9) /
+                      static_cast<double>(labels.numel());
+
+  // Mask branch on the positive samples only.
+  std::vector<at::Tensor> mask_proposals, pos_matched, mask_targets, mask_labels;
+  for (size_t i = 0; i < s.proposals.size(); ++i) {
+    auto p = at::where(s.labels[i] > 0)[0];
+    mask_proposals.push_back(s.proposals[i].index_select(0, p));
+    pos_matched.push_back(s.matched_idxs[i].index_select(0, p));
+  }
+  auto mask_logits = mask_predictor->forward(
+      mask_head->forward(mask_roi_pool_(features, mask_proposals, image_sizes)));
+  const int64_t m = mask_logits.size(-1);
+  for (size_t i = 0; i < s.proposals.size(); ++i) {
+    const auto& t = targets[i];
+    if (pos_matched[i].numel() == 0) continue;
+    mask_labels.push_back(t.labels.index_select(0, pos_matched[i]));
+    // project_masks_on_boxes: RoIAlign the matched gt mask into each box.
+    auto rois = at::cat({pos_matched[i].to(mask_proposals[i].scalar_type()).unsqueeze(1),
+                         mask_proposals[i]},
+                        1);
+    auto gt_masks = t.masks.unsqueeze(1).to(rois.scalar_type());
+    mask_targets.push_back(ops::roi_align(gt_masks, rois, 1.0, m, m, -1, false).select(1, 0));
+  }
+  at::Tensor loss_mask;
+  if (mask_targets.empty()) {
+    loss_mask = mask_logits.sum() * 0;
+  } else {
+    auto all_labels = at::cat(mask_labels, 0);
+    auto idx = at::arange(all_labels.size(0), all_labels.options());
+    loss_mask = at::binary_cross_entropy_with_logits(mask_logits.index({idx, all_labels}),
+                                                     at::cat(mask_targets, 0));
+  }
+  return {{"loss_classifier", loss_classifier},
+          {"loss_box_reg", loss_box_reg},
+          {"loss_mask", loss_mask}};
 }
 
 }  // namespace maskrcnn::modeling

@@ -7,8 +7,10 @@
 #include <vector>
 
 #include "maskrcnn/config.h"
+#include "maskrcnn/model.h"
 #include "modeling/box_coder.h"
 #include "modeling/heads.h"
+#include "modeling/matcher.h"
 #include "modeling/poolers.h"
 
 namespace maskrcnn::modeling {
@@ -27,6 +29,13 @@ class RoIHeadsImpl : public torch::nn::Module {
                                      const std::vector<at::Tensor>& proposals,
                                      const std::vector<std::pair<int64_t, int64_t>>& image_sizes);
 
+  // Training: loss_classifier, loss_box_reg, loss_mask. Targets are in the
+  // resized image's pixels; proposals are the RPN's (detached).
+  LossTerms forward_train(const std::vector<at::Tensor>& features,
+                          const std::vector<at::Tensor>& proposals,
+                          const std::vector<std::pair<int64_t, int64_t>>& image_sizes,
+                          const std::vector<TrainingTarget>& targets);
+
   BoxHead box_head{nullptr};
   FastRCNNPredictor box_predictor{nullptr};
   MaskHead mask_head{nullptr};
@@ -41,7 +50,15 @@ class RoIHeadsImpl : public torch::nn::Module {
       const std::vector<at::Tensor>& proposals,
       const std::vector<std::pair<int64_t, int64_t>>& image_sizes) const;
 
+  struct TrainingSamples {
+    std::vector<at::Tensor> proposals, matched_idxs, labels, regression_targets;
+  };
+  TrainingSamples select_training_samples(const std::vector<at::Tensor>& proposals,
+                                          const std::vector<TrainingTarget>& targets) const;
+
   MaskRCNNConfig cfg_;
+  Matcher proposal_matcher_;
+  BalancedPositiveNegativeSampler fg_bg_sampler_;
   MultiScaleRoIAlign box_roi_pool_{7, 2};
   MultiScaleRoIAlign mask_roi_pool_{14, 2};
   BoxCoder box_coder_{{10.0, 10.0, 5.0, 5.0}};

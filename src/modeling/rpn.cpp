@@ -43,7 +43,10 @@ std::pair<std::vector<at::Tensor>, std::vector<at::Tensor>> RPNHeadImpl::forward
   return {logits, bbox_reg};
 }
 
-RegionProposalNetworkImpl::RegionProposalNetworkImpl(const MaskRCNNConfig& cfg) : cfg_(cfg) {
+RegionProposalNetworkImpl::RegionProposalNetworkImpl(const MaskRCNNConfig& cfg)
+    : cfg_(cfg),
+      proposal_matcher_(cfg.rpn_fg_iou_thresh, cfg.rpn_bg_iou_thresh, /*allow_low_quality=*/true),
+      fg_bg_sampler_(cfg.rpn_batch_size_per_image, cfg.rpn_positive_fraction) {
   head = register_module("head", RPNHead(256, anchor_generator_.num_anchors_per_location(),
                                          cfg.rpn_conv_depth()));
 }
@@ -100,8 +103,51 @@ RegionProposalNetworkImpl::filter_proposals(
   return {final_boxes, final_scores};
 }
 
+std::pair<std::vector<at::Tensor>, std::vector<at::Tensor>>
+RegionProposalNetworkImpl::assign_targets_to_anchors(
+    const at::Tensor& anchors, const std::vector<TrainingTarget>& targets) const {
+  std::vector<at::Tensor> labels, matched_gt_boxes;
+  for (const auto& t : targets) {
+    if (t.boxes.numel() == 0) {
+      matched_gt_boxes.push_back(at::zeros(anchors.sizes(), anchors.options().dtype(at::kFloat)));
+      labels.push_back(at::zeros({anchors.size(0)}, anchors.options().dtype(at::kFloat)));
+      continue;
+    }
+    auto matched_idxs = proposal_matcher_(ops::box_iou(t.boxes, anchors));
+    matched_gt_boxes.push_back(t.boxes.index_select(0, matched_idxs.clamp_min(0)));
+    auto l = (matched_idxs >= 0).to(at::kFloat);
+    l.masked_fill_(matched_idxs == Matcher::kBelowLowThreshold, 0.0);
+    l.masked_fill_(matched_idxs == Matcher::kBetweenThresholds, -1.0);
+    labels.push_back(l);
+  }
+  return {labels, matched_gt_boxes};
+}
+
+LossTerms RegionProposalNetworkImpl::compute_loss(
+    const at::Tensor& objectness, const at::Tensor& pred_bbox_deltas,
+    const std::vector<at::Tensor>& labels, const std::vector<at::Tensor>& regression_targets,
+    const std::vector<TrainingTarget>& targets) const {
+  std::vector<uint64_t> seeds;
+  for (auto& t : targets) seeds.push_back(t.sampling_seed);
+  auto [pos_masks, neg_masks] = fg_bg_sampler_(labels, seeds);
+  auto sampled_pos = at::where(at::cat(pos_masks, 0))[0];
+  auto sampled_neg = at::where(at::cat(neg_masks, 0))[0];
+  auto sampled = at::cat({sampled_pos, sampled_neg}, 0);
+  auto flat_objectness = objectness.flatten();
+  auto all_labels = at::cat(labels, 0);
+  auto all_targets = at::cat(regression_targets, 0);
+  auto box_loss = at::smooth_l1_loss(pred_bbox_deltas.index_select(0, sampled_pos),
+                                     all_targets.index_select(0, sampled_pos),
+                                     at::Reduction::Sum, 1.0 / 9) /
+                  static_cast<double>(sampled.numel());
+  auto objectness_loss = at::binary_cross_entropy_with_logits(
+      flat_objectness.index_select(0, sampled), all_labels.index_select(0, sampled));
+  return {{"loss_objectness", objectness_loss}, {"loss_rpn_box_reg", box_loss}};
+}
+
 RPNOutput RegionProposalNetworkImpl::forward(const ImageBatch& images,
-                                             const std::vector<at::Tensor>& features) {
+                                             const std::vector<at::Tensor>& features,
+                                             const std::vector<TrainingTarget>* targets) {
   auto [objectness, deltas] = head->forward(features);
   const int64_t num_images = images.tensors.size(0);
   auto anchors = anchor_generator_.anchors(images.tensors.size(-2), images.tensors.size(-1),
@@ -122,7 +168,15 @@ RPNOutput RegionProposalNetworkImpl::forward(const ImageBatch& images,
   auto proposals = box_coder_.decode(box_regression.detach(), all_anchors).view({num_images, -1, 4});
   auto [boxes, scores] =
       filter_proposals(proposals, box_cls, images.image_sizes, num_anchors_per_level);
-  return {boxes, scores};
+  RPNOutput out{boxes, scores, {}};
+  if (is_training()) {
+    TORCH_CHECK(targets != nullptr, "RPN: training needs targets");
+    auto [labels, matched_gt_boxes] = assign_targets_to_anchors(anchors, *targets);
+    std::vector<at::Tensor> regression_targets;
+    for (auto& m : matched_gt_boxes) regression_targets.push_back(box_coder_.encode(m, anchors));
+    out.losses = compute_loss(box_cls, box_regression, labels, regression_targets, *targets);
+  }
+  return out;
 }
 
 }  // namespace maskrcnn::modeling

@@ -8,9 +8,11 @@
 #include <vector>
 
 #include "maskrcnn/config.h"
+#include "maskrcnn/model.h"
 #include "modeling/anchor_generator.h"
 #include "modeling/box_coder.h"
 #include "modeling/layers.h"
+#include "modeling/matcher.h"
 
 namespace maskrcnn::modeling {
 
@@ -29,6 +31,7 @@ TORCH_MODULE(RPNHead);
 struct RPNOutput {
   std::vector<at::Tensor> boxes;  // per image [K, 4], in the resized image's pixels
   std::vector<at::Tensor> scores;
+  LossTerms losses;  // training: loss_objectness, loss_rpn_box_reg
 };
 
 struct ImageBatch;  // transform.h
@@ -36,7 +39,9 @@ struct ImageBatch;  // transform.h
 class RegionProposalNetworkImpl : public torch::nn::Module {
  public:
   explicit RegionProposalNetworkImpl(const MaskRCNNConfig& cfg);
-  RPNOutput forward(const ImageBatch& images, const std::vector<at::Tensor>& features);
+  // targets (training only): boxes in the resized image's pixels.
+  RPNOutput forward(const ImageBatch& images, const std::vector<at::Tensor>& features,
+                    const std::vector<TrainingTarget>* targets = nullptr);
 
   RPNHead head{nullptr};
 
@@ -46,7 +51,17 @@ class RegionProposalNetworkImpl : public torch::nn::Module {
       const std::vector<std::pair<int64_t, int64_t>>& image_sizes,
       const std::vector<int64_t>& num_anchors_per_level) const;
 
+  // Per image: labels (1 object, 0 background, -1 ignored) and matched gt boxes.
+  std::pair<std::vector<at::Tensor>, std::vector<at::Tensor>> assign_targets_to_anchors(
+      const at::Tensor& anchors, const std::vector<TrainingTarget>& targets) const;
+  LossTerms compute_loss(const at::Tensor& objectness, const at::Tensor& pred_bbox_deltas,
+                         const std::vector<at::Tensor>& labels,
+                         const std::vector<at::Tensor>& regression_targets,
+                         const std::vector<TrainingTarget>& targets) const;
+
   MaskRCNNConfig cfg_;
+  Matcher proposal_matcher_;
+  BalancedPositiveNegativeSampler fg_bg_sampler_;
   AnchorGenerator anchor_generator_;
   BoxCoder box_coder_{{1.0, 1.0, 1.0, 1.0}};
 };

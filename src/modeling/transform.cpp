@@ -67,6 +67,43 @@ ImageBatch Transform::operator()(const std::vector<at::Tensor>& images) const {
   return batch;
 }
 
+ImageBatch Transform::operator()(const std::vector<at::Tensor>& images,
+                                 std::vector<TrainingTarget>& targets) const {
+  TORCH_CHECK(images.size() == targets.size(), "one target per image");
+  for (size_t i = 0; i < targets.size(); ++i) {
+    auto& t = targets[i];
+    const int64_t h = images[i].size(-2), w = images[i].size(-1);
+    TORCH_CHECK(t.boxes.dim() == 2 && t.boxes.size(1) == 4, "target ", i,
+                ": boxes must be [N, 4], got ", t.boxes.sizes());
+    const int64_t n = t.boxes.size(0);
+    TORCH_CHECK(t.labels.dim() == 1 && t.labels.size(0) == n, "target ", i, ": ", n,
+                " boxes but labels of shape ", t.labels.sizes());
+    TORCH_CHECK(t.masks.dim() == 3 && t.masks.size(0) == n && t.masks.size(1) == h &&
+                    t.masks.size(2) == w,
+                "target ", i, ": masks must be [", n, ", ", h, ", ", w, "], got ", t.masks.sizes());
+    if (n > 0) {
+      auto degenerate = (t.boxes.slice(1, 2) <= t.boxes.slice(1, 0, 2)).any(1);
+      if (degenerate.any().item<bool>()) {
+        auto k = at::where(degenerate)[0][0].item<int64_t>();
+        throw Error("target " + std::to_string(i) + ": box " + std::to_string(k) +
+                    " has no positive width and height");
+      }
+    }
+    auto [oh, ow] = resized_size(h, w);
+    t.boxes = resize_boxes(t.boxes, {h, w}, {oh, ow});
+    if (n > 0) {
+      // F.interpolate(mode="nearest") with the recomputed scale: sizes only.
+      t.masks = at::upsample_nearest2d(t.masks.unsqueeze(1).to(at::kFloat), {oh, ow},
+                                       c10::nullopt, c10::nullopt)
+                    .squeeze(1)
+                    .to(at::kByte);
+    } else {
+      t.masks = at::zeros({0, oh, ow}, t.masks.options());
+    }
+  }
+  return (*this)(images);
+}
+
 at::Tensor resize_boxes(const at::Tensor& boxes, std::pair<int64_t, int64_t> from,
                         std::pair<int64_t, int64_t> to) {
   // Ratios as float32 tensors divided, like torchvision.

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "maskrcnn/config.h"
+#include "maskrcnn/model.h"
 
 namespace maskrcnn::modeling {
 
@@ -20,6 +21,10 @@ class Transform {
   explicit Transform(const MaskRCNNConfig& cfg) : cfg_(cfg) {}
   // images: float [3, H, W] in [0, 1].
   ImageBatch operator()(const std::vector<at::Tensor>& images) const;
+  // Training: also resizes each target's boxes (scaled) and masks (nearest),
+  // in place, as torchvision's transform does.
+  ImageBatch operator()(const std::vector<at::Tensor>& images,
+                        std::vector<TrainingTarget>& targets) const;
   // The size torchvision resizes an (h, w) image to.
   std::pair<int64_t, int64_t> resized_size(int64_t h, int64_t w) const;
   at::Tensor normalize(const at::Tensor& image) const;

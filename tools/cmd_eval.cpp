@@ -21,6 +21,7 @@
 #include "maskrcnn/error.h"
 #include "maskrcnn/evaluator.h"
 #include "maskrcnn/model.h"
+#include "maskrcnn/model_info.h"
 
 namespace maskrcnn::cli {
 
@@ -58,7 +59,7 @@ void run_eval_command(const EvalOptions& o) {
     at::set_num_threads(o.threads);
     ModelOverrides mo;
     mo.box_score_thresh = o.score_thresh;
-    auto model = MaskRCNN::from_checkpoint(o.weights, mo);
+    auto model = load_model(o.weights, mo);  // + model_final.json's input sizes
     results = o.results_out.empty()
                   ? (std::filesystem::temp_directory_path() /
                      ("maskrcnn_eval_results." + std::to_string(::getpid()) + ".json"))

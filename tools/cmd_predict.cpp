@@ -10,6 +10,7 @@
 
 #include "commands.h"
 #include "maskrcnn/maskrcnn.h"
+#include "maskrcnn/model_info.h"
 
 namespace maskrcnn::cli {
 namespace {
@@ -23,6 +24,7 @@ struct PredictArgs {
   double mask_thresh = 0.5;
   int min_size = 800;
   int max_size = 1333;
+  bool min_size_given = false, max_size_given = false;
   int threads = 0;
   int64_t max_pixels = int64_t{1} << 28;
   std::string output_json;
@@ -58,14 +60,12 @@ int run_predict(const PredictArgs& a) {
   ModelOverrides o;
   if (!a.arch.empty()) o.arch = parse_arch(a.arch);
   if (a.num_classes > 0) o.num_classes = a.num_classes;
-  o.min_size = a.min_size;
-  o.max_size = a.max_size;
+  if (a.min_size_given) o.min_size = a.min_size;
+  if (a.max_size_given) o.max_size = a.max_size;
   o.box_score_thresh = a.score_thresh;
-  auto model = MaskRCNN::from_checkpoint(weights, o);
-
   std::vector<std::string> names;
+  auto model = load_model(weights, o, &names);  // + model_final.json's sizes and names
   if (!a.labels_file.empty()) names = read_labels(a.labels_file);
-  else if (model.config().num_classes == 91) names = coco_category_names();
 
   if (!a.output_dir.empty()) std::filesystem::create_directories(a.output_dir);
   CocoResultsWriter results;
@@ -137,8 +137,12 @@ void add_predict_command(CLI::App& app) {
                   "Text file, one class name per line, line i = label i (default: COCO names for 91 classes)");
   cmd->add_option("--score-thresh", args->score_thresh, "Minimum detection score")->capture_default_str();
   cmd->add_option("--mask-thresh", args->mask_thresh, "Mask probability threshold")->capture_default_str();
-  cmd->add_option("--min-size", args->min_size, "Resize: shorter side")->capture_default_str();
-  cmd->add_option("--max-size", args->max_size, "Resize: longer side at most")->capture_default_str();
+  cmd->add_option_function<int>("--min-size", [args](int v) { args->min_size = v; args->min_size_given = true; },
+                                "Resize: shorter side (default: 800, or the weights' .json)")
+      ->type_name("INT");
+  cmd->add_option_function<int>("--max-size", [args](int v) { args->max_size = v; args->max_size_given = true; },
+                                "Resize: longer side at most (default: 1333, or the weights' .json)")
+      ->type_name("INT");
   cmd->add_option("--threads", args->threads, "CPU threads (default: all cores)");
   cmd->add_option("--max-pixels", args->max_pixels, "Refuse larger images")->capture_default_str();
   cmd->add_option("--output-json", args->output_json, "Write a COCO results JSON here");

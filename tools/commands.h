@@ -8,5 +8,7 @@ namespace maskrcnn::cli {
 
 void add_predict_command(CLI::App& app);
 void add_eval_command(CLI::App& app);
+void add_make_shapes_command(CLI::App& app);
+void add_train_command(CLI::App& app);
 
 }  // namespace maskrcnn::cli

@@ -24,6 +24,8 @@ int main(int argc, char** argv) {
   app.get_formatter()->column_width(36);
   maskrcnn::cli::add_predict_command(app);
   maskrcnn::cli::add_eval_command(app);
+  maskrcnn::cli::add_make_shapes_command(app);
+  maskrcnn::cli::add_train_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -94,6 +94,10 @@ class MaskRCNN {
   // The parameters an optimizer should update (requires_grad), with their names.
   std::vector<std::pair<std::string, at::Tensor>> trainable_parameters() const;
 
+  // Fine-tuning on another label set: fresh box and mask predictors for
+  // `num_classes` (torchvision's tutorial), everything else kept.
+  void reset_predictors(int num_classes);
+
   const MaskRCNNConfig& config() const;
   StateDict state_dict() const;
   // Strict: every key must be present with the right shape (after renaming

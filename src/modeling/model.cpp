@@ -62,6 +62,14 @@ MaskRCNN::MaskRCNN(const MaskRCNNConfig& config)
 
 const MaskRCNNConfig& MaskRCNN::config() const { return config_; }
 
+void MaskRCNN::reset_predictors(int num_classes) {
+  if (num_classes < 2) throw Error("num_classes must be >= 2 (background + 1)");
+  const auto dev = device();
+  impl_->roi_heads->reset_predictors(num_classes);
+  impl_->roi_heads->to(dev);
+  config_.num_classes = num_classes;
+}
+
 MaskRCNN MaskRCNN::from_checkpoint(const std::string& path, const ModelOverrides& o) {
   auto state = maskrcnn::load_state_dict(path);
   auto cfg = infer_config(state, path);

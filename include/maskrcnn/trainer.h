@@ -1,0 +1,67 @@
+// Training and fine-tuning Mask R-CNN on COCO-format data (`maskrcnn train`).
+//
+//   maskrcnn::TrainOptions o;
+//   o.train_annotations = "shapes/annotations.json"; o.train_images = "shapes/images";
+//   o.backbone_depth = 18; o.iterations = 500; o.output_dir = "run";
+//   auto report = maskrcnn::train(o);   // run/model_final.pth + model_final.json
+//
+// Everything random (data order, flips, RPN/RoI sampling) is keyed by
+// (seed, iteration, image index), so a run's result does not depend on the
+// number of loader threads or processes.
+#pragma once
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "maskrcnn/config.h"
+
+namespace maskrcnn {
+
+struct TrainOptions {
+  std::string train_annotations, train_images;
+  std::string val_annotations, val_images;  // optional: periodic bbox/segm AP
+  std::string weights;                      // initial weights (fine-tuning); empty: random init
+  int num_classes = 0;                      // 0: the data set's max category id + 1
+  std::optional<Arch> arch;                 // default: the weights' arch, else v1
+  int backbone_depth = 50;                  // used without weights: 18, 34, 50, 101
+  int trainable_backbone_layers = -1;       // -1: 3 with weights, 5 without (torchvision)
+  int min_size = 800, max_size = 1333;
+  int batch_size = 2;  // per process
+  // RoIs sampled per image for the box and mask heads (torchvision: 512) and
+  // RPN proposals kept per image in training (2000): smaller is faster on
+  // small images with few objects.
+  int rois_per_image = 512;
+  int proposals_per_image = 2000;
+  double lr = 0.01, momentum = 0.9, weight_decay = 1e-4;
+  int warmup_iters = 100;
+  double warmup_factor = 0.001;
+  std::vector<double> lr_steps{0.67, 0.89};  // fractions of the run where lr drops x0.1
+  int64_t iterations = 0;                    // 0: use epochs
+  double epochs = 10;
+  double max_minutes = 0;  // > 0: stop (and save) after this long
+  uint64_t seed = 0;
+  int threads = 0;  // intra-op threads; 0: all cores
+  int workers = 2;  // image loading threads
+  double hflip_prob = 0.5;
+  std::string output_dir = "output";
+  bool resume = false;
+  int log_every = 20;
+  int64_t checkpoint_every = 500;  // iterations; the end of the run always saves
+  int64_t eval_every = 0;          // iterations; 0: only at the end (with val data)
+  bool progress = true;
+  int64_t inject_nan_at = -1;  // failure drill: make this iteration's loss NaN
+};
+
+struct TrainReport {
+  int64_t start_iteration = 0, iterations = 0;  // this run covered [start, iterations)
+  double seconds = 0;
+  double final_loss = 0;                         // total loss, mean of the last log window
+  std::optional<double> bbox_ap, segm_ap;        // last validation, if any
+  std::string final_weights;                     // OUTPUT/model_final.pth
+};
+
+// Throws maskrcnn::Error on bad input and on a non-finite loss (the last good
+// checkpoint stays in place).
+TrainReport train(const TrainOptions& options);
+
+}  // namespace maskrcnn

@@ -1,0 +1,36 @@
+// The pieces of `maskrcnn train` around the loop: building the model to train,
+// the learning-rate schedule, and training checkpoints (weights + optimizer
+// state + iteration in one torch-zip state dict, written atomically).
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "engine/sgd.h"
+#include "maskrcnn/model.h"
+#include "maskrcnn/trainer.h"
+
+namespace maskrcnn::engine {
+
+// Random init, or the weights of options.weights with fresh predictors when
+// the class count differs (fine-tuning). Seeds torch's generator first.
+MaskRCNN build_training_model(const TrainOptions& options, int num_classes);
+
+// torchvision reference schedule: linear warm-up from warmup_factor, then x0.1
+// at each step.
+double learning_rate(const TrainOptions& options, int64_t iteration, int64_t total_iterations);
+
+// OUTPUT/checkpoint.pth (+ checkpoint.json with the model's config).
+std::string checkpoint_path(const std::string& output_dir);
+void save_training_checkpoint(const std::string& path, const MaskRCNN& model, const SGD& optimizer,
+                              int64_t next_iteration, const std::vector<std::string>& class_names);
+// Rebuilds the model from checkpoint.json and restores weights and momentum;
+// returns the iteration to continue from.
+struct ResumedState {
+  MaskRCNN model;
+  int64_t next_iteration;
+  std::vector<std::pair<std::string, at::Tensor>> momentum;
+};
+ResumedState load_training_checkpoint(const std::string& path, const TrainOptions& options);
+
+}  // namespace maskrcnn::engine

@@ -1,0 +1,210 @@
+// `maskrcnn train`: the training loop. Data (TrainLoader) -> losses (MaskRCNN)
+// -> SGD, with warm-up and step decay, a progress bar, metrics.jsonl,
+// periodic atomic checkpoints, validation AP, and a stop on non-finite losses.
+#include "maskrcnn/trainer.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "data/coco_detection.h"
+#include "data/loader.h"
+#include "engine/progress.h"
+#include "engine/sgd.h"
+#include "engine/train_setup.h"
+#include "maskrcnn/checkpoint.h"
+#include "maskrcnn/coco_eval.h"
+#include "maskrcnn/error.h"
+#include "maskrcnn/evaluator.h"
+#include "maskrcnn/model_info.h"
+
+namespace maskrcnn {
+namespace fs = std::filesystem;
+namespace {
+
+void check_options(const TrainOptions& o) {
+  if (o.train_annotations.empty() || o.train_images.empty())
+    throw Error("train: --train-annotations and --train-images are required");
+  if (o.val_annotations.empty() != o.val_images.empty())
+    throw Error("train: give both --val-annotations and --val-images, or neither");
+  if (o.batch_size < 1) throw Error("train: --batch-size must be >= 1");
+  if (o.rois_per_image < 1 || o.proposals_per_image < 1)
+    throw Error("train: --rois-per-image and --proposals-per-image must be >= 1");
+  if (o.lr <= 0 || !std::isfinite(o.lr)) throw Error("train: --lr must be > 0");
+  if (o.iterations <= 0 && o.epochs <= 0) throw Error("train: give --iterations N or --epochs E > 0");
+  if (o.min_size < 1 || o.max_size < o.min_size) throw Error("train: need 1 <= --min-size <= --max-size");
+  for (int d : {18, 34, 50, 101})
+    if (o.backbone_depth == d) return;
+  throw Error("train: --backbone must be resnet18, resnet34, resnet50 or resnet101");
+}
+
+struct Validation {
+  double bbox_ap = 0, segm_ap = 0;
+};
+
+Validation validate(const MaskRCNN& model, const TrainOptions& o, int threads) {
+  const std::string results = (fs::path(o.output_dir) / "val_results.json").string();
+  DatasetInferenceOptions io;
+  io.progress = o.progress;
+  auto report = run_model_on_coco(model, o.val_annotations, o.val_images, results, io);
+  for (auto& f : report.failures) std::fprintf(stderr, "maskrcnn: warning: %s\n", f.c_str());
+  Validation v;
+  if (report.detections == 0) return v;  // nothing found: AP 0
+  CocoEvalRunOptions eo;
+  eo.threads = threads;
+  for (auto& s : evaluate_coco_files(o.val_annotations, results, eo)) {
+    (s.iou_type == IouType::Bbox ? v.bbox_ap : v.segm_ap) = std::max(0.0, s.stats[0]);
+  }
+  return v;
+}
+
+}  // namespace
+
+TrainReport train(const TrainOptions& o) {
+  check_options(o);
+  const int threads = o.threads > 0 ? o.threads
+                                    : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  at::set_num_threads(threads);
+  fs::create_directories(o.output_dir);
+
+  data::CocoDetectionDataset dataset(o.train_annotations, o.train_images);
+  if (dataset.size() == 0) throw Error(o.train_annotations + ": no images to train on");
+  const int num_classes = o.num_classes > 0 ? o.num_classes
+                                            : static_cast<int>(dataset.max_category_id()) + 1;
+  if (num_classes < 2) throw Error(o.train_annotations + ": no categories to learn");
+  if (dataset.max_category_id() >= num_classes)
+    throw Error(o.train_annotations + ": category id " + std::to_string(dataset.max_category_id()) +
+                " does not fit --num-classes " + std::to_string(num_classes));
+  auto class_names = dataset.category_names();
+  class_names.resize(num_classes);
+
+  const std::string ckpt = engine::checkpoint_path(o.output_dir);
+  std::optional<MaskRCNN> model;
+  int64_t start = 0;
+  std::vector<std::pair<std::string, at::Tensor>> momentum;
+  if (o.resume && fs::exists(ckpt)) {
+    auto r = engine::load_training_checkpoint(ckpt, o);
+    if (r.model.config().num_classes != num_classes)
+      throw Error(ckpt + ": has " + std::to_string(r.model.config().num_classes) +
+                  " classes, this run wants " + std::to_string(num_classes));
+    model.emplace(std::move(r.model));
+    start = r.next_iteration;
+    momentum = std::move(r.momentum);
+    std::fprintf(stderr, "train: resuming from %s at iteration %lld\n", ckpt.c_str(),
+                 static_cast<long long>(start));
+  } else {
+    model.emplace(engine::build_training_model(o, num_classes));
+  }
+  model->train(true);
+  engine::SGD sgd(model->trainable_parameters(), o.momentum, o.weight_decay);
+  for (auto& [name, buf] : momentum) sgd.set_momentum_buffer(name, buf);
+
+  data::LoaderOptions lo;
+  lo.batch_size = o.batch_size;
+  lo.seed = o.seed;
+  lo.num_workers = o.workers;
+  lo.hflip_prob = o.hflip_prob;
+  data::TrainLoader loader(dataset, lo);
+  const int64_t total = o.iterations > 0
+                            ? o.iterations
+                            : std::max<int64_t>(1, std::llround(o.epochs * loader.iterations_per_epoch()));
+
+  const std::string metrics_path = (fs::path(o.output_dir) / "metrics.jsonl").string();
+  std::ofstream metrics(metrics_path, start > 0 ? std::ios::app : std::ios::trunc);
+  if (!metrics) throw Error(metrics_path + ": cannot write");
+
+  TrainReport report;
+  report.start_iteration = start;
+  const auto t0 = std::chrono::steady_clock::now();
+  auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); };
+  engine::ProgressBar bar("train", static_cast<size_t>(total), o.progress);
+  std::map<std::string, double> window;
+  int window_n = 0;
+  int64_t it = start;
+  auto save = [&](int64_t next) {
+    for (auto& [name, p] : sgd.params())
+      if (!at::isfinite(p).all().item<bool>())
+        throw Error("train: parameter " + name + " is not finite; not saving. The last good checkpoint is " + ckpt);
+    engine::save_training_checkpoint(ckpt, *model, sgd, next, class_names);
+  };
+  auto log_validation = [&](int64_t at_iteration) {
+    auto v = validate(*model, o, threads);
+    report.bbox_ap = v.bbox_ap;
+    report.segm_ap = v.segm_ap;
+    metrics << nlohmann::json{{"iteration", at_iteration}, {"val_bbox_AP", v.bbox_ap}, {"val_segm_AP", v.segm_ap}}.dump()
+            << "\n" << std::flush;
+    std::fprintf(stderr, "train: iteration %lld: validation bbox AP %.4f, segm AP %.4f\n",
+                 static_cast<long long>(at_iteration), v.bbox_ap, v.segm_ap);
+  };
+
+  for (; it < total; ++it) {
+    if (o.max_minutes > 0 && elapsed() > o.max_minutes * 60) {
+      std::fprintf(stderr, "\ntrain: --max-minutes %.1f reached at iteration %lld\n", o.max_minutes,
+                   static_cast<long long>(it));
+      break;
+    }
+    const double lr = engine::learning_rate(o, it, total);
+    auto batch = loader.batch(it);
+    std::vector<at::Tensor> images;
+    std::vector<TrainingTarget> targets;
+    for (auto& s : batch) {
+      images.push_back(s.image);
+      targets.push_back(s.target);
+    }
+    auto losses = model->losses(images, targets);
+    at::Tensor total_loss;
+    for (auto& [name, value] : losses) {
+      if (it == o.inject_nan_at && name == "loss_mask") value = value * std::nan("");
+      const double v = value.item<double>();
+      if (!std::isfinite(v)) {
+        if (o.progress) std::fputc('\n', stderr);
+        throw Error("train: iteration " + std::to_string(it) + ": " + name + " is " +
+                    (std::isnan(v) ? "NaN" : "infinite") + "; stopped. The last good checkpoint is " +
+                    (fs::exists(ckpt) ? ckpt : std::string("(none yet)")));
+      }
+      window[name] += v;
+      total_loss = total_loss.defined() ? total_loss + value : value;
+    }
+    window["loss"] += total_loss.item<double>();
+    ++window_n;
+    sgd.zero_grad();
+    total_loss.backward();
+    sgd.step(lr);
+
+    const int64_t done = it + 1;
+    if (done % o.log_every == 0 || done == total) {
+      nlohmann::json rec{{"iteration", done}, {"lr", lr}, {"time", elapsed()}};
+      for (auto& [k, v] : window) rec[k] = v / window_n;
+      metrics << rec.dump() << "\n" << std::flush;
+      report.final_loss = window["loss"] / window_n;
+      window.clear();
+      window_n = 0;
+    }
+    char extra[128];
+    std::snprintf(extra, sizeof extra, "loss %.3f lr %.2g", total_loss.item<double>(), lr);
+    bar.update(static_cast<size_t>(done), extra);
+    if (o.checkpoint_every > 0 && done % o.checkpoint_every == 0 && done < total) save(done);
+    if (!o.val_annotations.empty() && o.eval_every > 0 && done % o.eval_every == 0 && done < total) {
+      log_validation(done);
+      model->train(true);
+    }
+  }
+  if (it == total) bar.finish();
+  save(it);
+  report.iterations = it;
+  report.final_weights = (fs::path(o.output_dir) / "model_final.pth").string();
+  save_state_dict(model->state_dict(), report.final_weights);
+  write_model_info(report.final_weights, ModelInfo{model->config(), class_names});
+  if (!o.val_annotations.empty()) log_validation(it);
+  report.seconds = elapsed();
+  return report;
+}
+
+}  // namespace maskrcnn

@@ -1,0 +1,88 @@
+#include "maskrcnn/model_info.h"
+
+#include <nlohmann/json.hpp>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "io/atomic_file.h"
+#include "maskrcnn/error.h"
+
+namespace maskrcnn {
+
+std::string model_info_path(const std::string& weights_path) {
+  return std::filesystem::path(weights_path).replace_extension(".json").string();
+}
+
+void write_model_info(const std::string& weights_path, const ModelInfo& info) {
+  const auto& c = info.config;
+  nlohmann::json j = {
+      {"format", "maskrcnn-cpp model info 1"},
+      {"arch", c.arch_name()},
+      {"backbone", "resnet" + std::to_string(c.backbone_depth)},
+      {"num_classes", c.num_classes},
+      {"class_names", info.class_names},
+      {"min_size", c.min_size},
+      {"max_size", c.max_size},
+      {"frozen_batch_norm", c.frozen_batch_norm},
+      {"backbone_norm_eps", c.backbone_norm_eps},
+      {"trainable_backbone_layers", c.trainable_backbone_layers},
+  };
+  io::write_file_atomic(model_info_path(weights_path), j.dump(2) + "\n");
+}
+
+std::optional<ModelInfo> read_model_info(const std::string& weights_path) {
+  const std::string path = model_info_path(weights_path);
+  if (path == weights_path || !std::filesystem::exists(path)) return std::nullopt;
+  std::ifstream f(path);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  ModelInfo info;
+  try {
+    auto j = nlohmann::json::parse(ss.str());
+    if (!j.is_object() || !j.contains("num_classes"))
+      throw Error(path + ": not a maskrcnn model info file (no \"num_classes\")");
+    auto& c = info.config;
+    c.arch = parse_arch(j.value("arch", std::string("maskrcnn_resnet50_fpn")));
+    const std::string backbone = j.value("backbone", std::string("resnet50"));
+    if (backbone.rfind("resnet", 0) != 0) throw Error(path + ": unknown backbone '" + backbone + "'");
+    c.backbone_depth = std::stoi(backbone.substr(6));
+    c.num_classes = j.at("num_classes").get<int>();
+    c.min_size = j.value("min_size", c.min_size);
+    c.max_size = j.value("max_size", c.max_size);
+    c.frozen_batch_norm = j.value("frozen_batch_norm", c.frozen_batch_norm);
+    c.backbone_norm_eps = j.value("backbone_norm_eps", c.backbone_norm_eps);
+    c.trainable_backbone_layers = j.value("trainable_backbone_layers", c.trainable_backbone_layers);
+    if (j.contains("class_names")) info.class_names = j["class_names"].get<std::vector<std::string>>();
+    if (c.min_size < 1 || c.max_size < c.min_size)
+      throw Error(path + ": bad min_size/max_size");
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(path + ": malformed model info: " + e.what());
+  } catch (const std::invalid_argument&) {
+    throw Error(path + ": malformed backbone name");
+  }
+  return info;
+}
+
+MaskRCNN load_model(const std::string& weights_path, ModelOverrides o,
+                    std::vector<std::string>* class_names) {
+  auto info = read_model_info(weights_path);
+  if (info) {
+    if (!o.min_size) o.min_size = info->config.min_size;
+    if (!o.max_size) o.max_size = info->config.max_size;
+  }
+  auto model = MaskRCNN::from_checkpoint(weights_path, o);
+  if (info && info->config.num_classes != model.config().num_classes)
+    throw Error(model_info_path(weights_path) + ": says " +
+                std::to_string(info->config.num_classes) + " classes but " + weights_path +
+                " has " + std::to_string(model.config().num_classes));
+  if (class_names) {
+    class_names->clear();
+    if (info && !info->class_names.empty()) *class_names = info->class_names;
+    else if (model.config().num_classes == 91) *class_names = coco_category_names();
+  }
+  return model;
+}
+
+}  // namespace maskrcnn

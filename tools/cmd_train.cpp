@@ -69,6 +69,9 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--lr", o.lr, "Base learning rate")->capture_default_str();
   cmd->add_option("--momentum", o.momentum, "SGD momentum")->capture_default_str();
   cmd->add_option("--weight-decay", o.weight_decay, "SGD weight decay")->capture_default_str();
+  cmd->add_option("--clip-grad-norm", o.clip_grad_norm,
+                  "Clip the gradients' joint L2 norm to this (0: off, as torchvision)")
+      ->capture_default_str();
   cmd->add_option("--warmup-iters", o.warmup_iters, "Linear warm-up iterations")->capture_default_str();
   cmd->add_option("--iterations", o.iterations, "Iterations to train (default 0: use --epochs)")
       ->capture_default_str();

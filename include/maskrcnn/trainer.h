@@ -33,6 +33,7 @@ struct TrainOptions {
   int rois_per_image = 512;
   int proposals_per_image = 2000;
   double lr = 0.01, momentum = 0.9, weight_decay = 1e-4;
+  double clip_grad_norm = 0;  // > 0: clip the gradients' joint L2 norm (torchvision: off)
   int warmup_iters = 100;
   double warmup_factor = 0.001;
   std::vector<double> lr_steps{0.67, 0.89};  // fractions of the run where lr drops x0.1

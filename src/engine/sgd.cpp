@@ -37,6 +37,20 @@ void SGD::step(double lr) {
   }
 }
 
+double SGD::clip_grad_norm(double max_norm) {
+  torch::NoGradGuard no_grad;
+  std::vector<at::Tensor> norms;
+  for (auto& [name, p] : params_)
+    if (p.grad().defined()) norms.push_back(p.grad().norm().unsqueeze(0));
+  if (norms.empty()) return 0;
+  const double total = at::cat(norms).norm().item<double>();
+  const double coef = max_norm / (total + 1e-6);
+  if (coef < 1)
+    for (auto& [name, p] : params_)
+      if (p.grad().defined()) p.mutable_grad().mul_(coef);
+  return total;
+}
+
 void SGD::set_momentum_buffer(const std::string& name, const at::Tensor& buffer) {
   for (auto& [n, p] : params_) {
     if (n != name) continue;

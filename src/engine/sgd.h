@@ -17,6 +17,9 @@ class SGD {
   void zero_grad();
   // p <- p - lr * buf, buf <- momentum * buf + (grad + weight_decay * p)
   void step(double lr);
+  // torch.nn.utils.clip_grad_norm_: scales all gradients so that their joint
+  // L2 norm is at most max_norm. Returns the norm before clipping.
+  double clip_grad_norm(double max_norm);
   const std::vector<std::pair<std::string, at::Tensor>>& params() const { return params_; }
   // name -> momentum buffer (only parameters that have taken a step).
   const std::map<std::string, at::Tensor>& momentum_buffers() const { return buffers_; }

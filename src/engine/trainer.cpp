@@ -176,6 +176,7 @@ TrainReport train(const TrainOptions& o) {
     ++window_n;
     sgd.zero_grad();
     total_loss.backward();
+    if (o.clip_grad_norm > 0) window["grad_norm"] += sgd.clip_grad_norm(o.clip_grad_norm);
     sgd.step(lr);
 
     const int64_t done = it + 1;

@@ -33,6 +33,7 @@ maskrcnn::MaskRCNNConfig config_of(const nlohmann::json& c) {
   maskrcnn::MaskRCNNConfig cfg;
   cfg.arch = maskrcnn::parse_arch(c["arch"]);
   cfg.num_classes = c["num_classes"];
+  cfg.backbone_depth = c.value("backbone_depth", 50);
   cfg.frozen_batch_norm = c["frozen_batch_norm"];
   cfg.backbone_norm_eps = c["backbone_norm_eps"];
   cfg.trainable_backbone_layers = c["trainable_backbone_layers"];
@@ -108,6 +109,53 @@ TEST_P(TrainingParity, LossesAndGradientsMatchTorchvision) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Cases, TrainingParity, ::testing::Values("v1_frozen", "v2_bn"));
+INSTANTIATE_TEST_SUITE_P(Cases, TrainingParity, ::testing::Values("v1_frozen", "v2_bn", "r18_bn"));
+
+}  // namespace
+
+namespace {
+
+// Images without objects are allowed in training (torchvision: all anchors and
+// proposals are background; no mask loss).
+TEST(TrainingLosses, ImagesWithoutObjectsTrain) {
+  torch::manual_seed(0);
+  maskrcnn::MaskRCNNConfig cfg;
+  cfg.backbone_depth = 18;
+  cfg.num_classes = 3;
+  cfg.frozen_batch_norm = false;
+  cfg.backbone_norm_eps = 1e-5;
+  cfg.min_size = cfg.max_size = 96;
+  maskrcnn::MaskRCNN model(cfg);
+  model.train(true);
+  auto empty = [](int64_t h, int64_t w) {
+    return maskrcnn::TrainingTarget{at::zeros({0, 4}), at::zeros({0}, at::kLong),
+                                    at::zeros({0, h, w}, at::kByte), 7};
+  };
+  auto masks = at::zeros({1, 80, 90}, at::kByte);
+  masks.slice(1, 10, 40).slice(2, 20, 60).fill_(1);
+  maskrcnn::TrainingTarget one{torch::tensor({{20.f, 10.f, 60.f, 40.f}}), torch::tensor({int64_t{2}}), masks, 8};
+
+  // A batch mixing an empty image with one object, then a batch of empty images only.
+  auto losses = model.losses({at::rand({3, 80, 90}), at::rand({3, 70, 100})}, {one, empty(70, 100)});
+  at::Tensor total;
+  for (auto& [name, v] : losses) {
+    EXPECT_TRUE(std::isfinite(v.item<double>())) << name;
+    total = total.defined() ? total + v : v;
+  }
+  total.backward();
+  losses = model.losses({at::rand({3, 60, 60})}, {empty(60, 60)});
+  for (auto& [name, v] : losses) {
+    EXPECT_TRUE(std::isfinite(v.item<double>())) << name;
+    if (name == "loss_mask" || name == "loss_box_reg" || name == "loss_rpn_box_reg")
+      EXPECT_EQ(v.item<double>(), 0.0) << name << " without objects";
+  }
+  // Wrong shapes are errors, not crashes.
+  maskrcnn::TrainingTarget bad = one;
+  bad.masks = at::zeros({1, 10, 10}, at::kByte);
+  EXPECT_ANY_THROW(model.losses({at::rand({3, 80, 90})}, {bad}));
+  bad = one;
+  bad.boxes = torch::tensor({{60.f, 10.f, 20.f, 40.f}});
+  EXPECT_ANY_THROW(model.losses({at::rand({3, 80, 90})}, {bad}));
+}
 
 }  // namespace

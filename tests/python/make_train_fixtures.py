@@ -75,14 +75,28 @@ CASES = {
                       trainable_backbone_layers=3, seed=21, images=[(180, 240), (200, 150)]),
     "v2_bn": dict(arch="maskrcnn_resnet50_fpn_v2", num_classes=4, frozen_batch_norm=False,
                   trainable_backbone_layers=5, seed=22, images=[(200, 150), (180, 240)]),
+    # The demo's from-scratch setup: ResNet-18 (BasicBlock) with BatchNorm2d.
+    "r18_bn": dict(arch="maskrcnn_resnet50_fpn", num_classes=4, frozen_batch_norm=False,
+                   trainable_backbone_layers=5, seed=23, images=[(160, 200), (190, 170)],
+                   backbone_depth=18),
 }
+
+
+def grads_of(cfg):
+    if cfg.get("backbone_depth", 50) == 50:
+        return GRADS
+    return [g.replace("layer4.2.conv3", "layer4.1.conv2") for g in GRADS] + ["backbone.body.conv1.weight"]
 
 
 def build(name, cfg):
     torch.manual_seed(cfg["seed"])
     kw = dict(min_size=MIN_SIZE, max_size=MAX_SIZE, rpn_pre_nms_top_n_train=RPN_PRE_NMS_TRAIN,
               rpn_post_nms_top_n_train=RPN_POST_NMS_TRAIN)
-    if name == "v1_frozen":
+    if name == "r18_bn":
+        body = torchvision.models.resnet18(norm_layer=torch.nn.BatchNorm2d)
+        backbone = _resnet_fpn_extractor(body, cfg["trainable_backbone_layers"])
+        m = mask_rcnn.MaskRCNN(backbone, num_classes=cfg["num_classes"], **kw)
+    elif name == "v1_frozen":
         body = torchvision.models.resnet50(norm_layer=misc_nn_ops.FrozenBatchNorm2d)
         backbone = _resnet_fpn_extractor(body, cfg["trainable_backbone_layers"])
         m = mask_rcnn.MaskRCNN(backbone, num_classes=cfg["num_classes"], **kw)
@@ -165,14 +179,14 @@ def synthetic_sample(h, w, num_classes, seed):
             torch.tensor(labels, dtype=torch.int64), torch.stack(masks).to(torch.uint8))
 
 
-def train_step(model, images, targets, seed):
+def train_step(model, images, targets, seed, grads):
     torch.manual_seed(seed)
     model.zero_grad(set_to_none=True)
     losses = model([i.clone() for i in images], [{k: v.clone() for k, v in t.items()} for t in targets])
     sum(losses.values()).backward()
     params = dict(model.named_parameters())
     return ({k: losses[k].detach().clone() for k in LOSSES},
-            {k: params[k].grad.detach().clone() for k in GRADS})
+            {k: params[k].grad.detach().clone() for k in grads})
 
 
 def main():
@@ -200,15 +214,16 @@ def main():
             targets.append({"boxes": boxes, "labels": labels, "masks": masks})
         calibrate_train(model, images, targets, cfg["seed"] + 200)
         sd = model.state_dict()
-        for k in GRADS:
+        grad_names = grads_of(cfg)
+        for k in grad_names:
             assert k in sd, k
         torch.save(sd, os.path.join(args.out, name + ".pth"))
         model.train()
-        losses, grads = train_step(model, images, targets, seed=1)
-        losses2, grads2 = train_step(model, images, targets, seed=12345)
+        losses, grads = train_step(model, images, targets, 1, grad_names)
+        losses2, grads2 = train_step(model, images, targets, 12345, grad_names)
         for k in LOSSES:
             assert torch.equal(losses[k], losses2[k]), (name, k, losses[k], losses2[k])
-        for k in GRADS:
+        for k in grad_names:
             assert torch.equal(grads[k], grads2[k]), (name, k)
         torch.save(inputs, os.path.join(args.out, name + "__inputs.pt"))
         torch.save(losses, os.path.join(args.out, name + "__losses.pt"))
@@ -229,7 +244,8 @@ def main():
             "box_positive_fraction": roi_s.positive_fraction,
             "rpn_pre_nms_top_n_train": model.rpn._pre_nms_top_n["training"],
             "rpn_post_nms_top_n_train": model.rpn._post_nms_top_n["training"],
-            "num_images": len(images), "grads": GRADS,
+            "num_images": len(images), "grads": grad_names,
+            "backbone_depth": cfg.get("backbone_depth", 50),
         })
     with open(os.path.join(args.out, "manifest.json"), "w") as f:
         json.dump(manifest, f, indent=1)

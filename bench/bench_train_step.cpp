@@ -1,0 +1,56 @@
+// maskrcnn-cpp side of bench/compare_train_iteration.sh: median seconds of one
+// SGD iteration (losses, backward, step) on a saved batch.
+//   bench_train_step WEIGHTS BATCH.pt REPS [THREADS]
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "engine/sgd.h"
+#include "maskrcnn/maskrcnn.h"
+
+int main(int argc, char** argv) {
+  if (argc < 4) {
+    std::fprintf(stderr, "usage: bench_train_step WEIGHTS BATCH.pt REPS [THREADS]\n");
+    return 2;
+  }
+  try {
+    at::set_num_threads(argc > 4 ? std::stoi(argv[4]) : 2);
+    auto model = maskrcnn::MaskRCNN::from_checkpoint(argv[1]);
+    model.train(true);
+    std::map<std::string, at::Tensor> batch;
+    for (auto& [k, v] : maskrcnn::load_state_dict(argv[2])) batch[k] = v;
+    std::vector<at::Tensor> images;
+    std::vector<maskrcnn::TrainingTarget> targets;
+    for (int k = 0; batch.count("image" + std::to_string(k)); ++k) {
+      const std::string s = std::to_string(k);
+      images.push_back(batch["image" + s]);
+      targets.push_back({batch["boxes" + s], batch["labels" + s], batch["masks" + s],
+                         static_cast<uint64_t>(k)});
+    }
+    maskrcnn::engine::SGD sgd(model.trainable_parameters(), 0.9, 1e-4);
+    const int reps = std::stoi(argv[3]);
+    std::vector<double> times;
+    for (int r = 0; r <= reps; ++r) {
+      auto t0 = std::chrono::steady_clock::now();
+      auto losses = model.losses(images, targets);
+      at::Tensor total = losses[0].second;
+      for (size_t i = 1; i < losses.size(); ++i) total = total + losses[i].second;
+      sgd.zero_grad();
+      total.backward();
+      sgd.step(0.001);
+      if (r > 0) times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    }
+    std::sort(times.begin(), times.end());
+    std::printf("%.3f\n", times[times.size() / 2]);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench_train_step: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}

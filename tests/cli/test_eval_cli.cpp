@@ -15,25 +15,13 @@
 #include <sstream>
 
 #include "maskrcnn/maskrcnn.h"
-#include "support/test_env.h"
+#include "support/cli.h"
 
 namespace fs = std::filesystem;
 using namespace maskrcnn::testing;
 using nlohmann::json;
 
 namespace {
-
-std::string slurp(const std::string& p) {
-  std::ifstream f(p, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
-struct CmdResult {
-  int rc;
-  std::string out, err;
-};
 
 const std::vector<std::string> kImages = {"syn_301x77", "syn_123x457", "syn_64x1000"};
 
@@ -49,11 +37,7 @@ class EvalCli : public ::testing::Test {
   }
   void TearDown() override { fs::remove_all(dir_); }
 
-  CmdResult run(const std::string& args) {
-    const std::string out = path("stdout"), err = path("stderr");
-    int status = std::system((maskrcnn_bin() + " " + args + " >" + out + " 2>" + err).c_str());
-    return {WEXITSTATUS(status), slurp(out), slurp(err)};
-  }
+  CmdResult run(const std::string& args) { return run_maskrcnn(args, dir_.string()); }
   std::string path(const std::string& name) const { return (dir_ / name).string(); }
 
   // Ground truth from torchvision's reference outputs. Image ids are sparse and

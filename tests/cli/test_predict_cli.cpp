@@ -13,24 +13,12 @@
 #include <sstream>
 
 #include "maskrcnn/maskrcnn.h"
-#include "support/test_env.h"
+#include "support/cli.h"
 
 namespace fs = std::filesystem;
 using namespace maskrcnn::testing;
 
 namespace {
-
-struct CmdResult {
-  int rc;
-  std::string out, err;
-};
-
-std::string slurp(const std::string& p) {
-  std::ifstream f(p, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
 
 class PredictCli : public ::testing::Test {
  protected:
@@ -45,10 +33,7 @@ class PredictCli : public ::testing::Test {
   void TearDown() override { fs::remove_all(dir_); }
 
   CmdResult run(const std::string& args, const std::string& env = "") {
-    const std::string out = (dir_ / "stdout").string(), err = (dir_ / "stderr").string();
-    const std::string cmd = env + " " + maskrcnn_bin() + " " + args + " >" + out + " 2>" + err;
-    int status = std::system(cmd.c_str());
-    return {WEXITSTATUS(status), slurp(out), slurp(err)};
+    return run_maskrcnn(args, dir_.string(), env);
   }
   std::string path(const std::string& name) const { return (dir_ / name).string(); }
   void write(const std::string& name, const std::string& bytes) {

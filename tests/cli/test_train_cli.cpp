@@ -14,25 +14,13 @@
 #include <sstream>
 
 #include "maskrcnn/maskrcnn.h"
-#include "support/test_env.h"
+#include "support/cli.h"
 
 namespace fs = std::filesystem;
 using namespace maskrcnn::testing;
 using nlohmann::json;
 
 namespace {
-
-std::string slurp(const std::string& p) {
-  std::ifstream f(p, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
-struct CmdResult {
-  int rc;
-  std::string out, err;
-};
 
 class TrainCli : public ::testing::Test {
  protected:
@@ -52,11 +40,7 @@ class TrainCli : public ::testing::Test {
     fs::create_directories(dir_);
   }
 
-  CmdResult run(const std::string& args) {
-    const std::string out = path("stdout"), err = path("stderr");
-    int status = std::system((maskrcnn_bin() + " " + args + " >" + out + " 2>" + err).c_str());
-    return {WEXITSTATUS(status), slurp(out), slurp(err)};
-  }
+  CmdResult run(const std::string& args) { return run_maskrcnn(args, dir_.string()); }
   std::string path(const std::string& name) const { return (dir_ / name).string(); }
   static std::string train_args() {
     return "train --train-annotations " + (data_ / "train/annotations.json").string() +

@@ -19,7 +19,8 @@ rm -rf "$OUT"
 "$BIN" train --train-annotations "$OUT/shapes/train/annotations.json" \
   --train-images "$OUT/shapes/train/images" --backbone resnet18 \
   --min-size "${MIN_SIZE:-128}" --max-size "${MIN_SIZE:-128}" --rois-per-image 128 --proposals-per-image 300 \
-  --lr "${LR:-0.01}" --iterations "$ITERATIONS" --max-minutes "$MINUTES" --output-dir "$OUT/run"
+  --lr "${LR:-0.02}" --clip-grad-norm 5 --warmup-iters 50 --iterations "$ITERATIONS" \
+  --max-minutes "$MINUTES" --output-dir "$OUT/run"
 "$BIN" predict --weights "$OUT/run/model_final.pth" --score-thresh 0.5 \
   --output-dir "$OUT/predictions" --output-json "$OUT/predictions/results.json" \
   "$OUT"/shapes/val/images/00000[0-7].png 2>/dev/null

@@ -42,7 +42,8 @@ void check_options(const TrainOptions& o) {
   if (o.min_size < 1 || o.max_size < o.min_size) throw Error("train: need 1 <= --min-size <= --max-size");
   for (int d : {18, 34, 50, 101})
     if (o.backbone_depth == d) return;
-  throw Error("train: --backbone must be resnet18, resnet34, resnet50 or resnet101");
+  throw Error("train: --backbone resnet" + std::to_string(o.backbone_depth) +
+              " is not one of resnet18, resnet34, resnet50, resnet101");
 }
 
 struct Validation {

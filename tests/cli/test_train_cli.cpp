@@ -171,6 +171,19 @@ TEST_F(TrainCli, FineTuningReinitialisesPredictorsAndKeepsFrozenLayers) {
   EXPECT_EQ(std::system(check.c_str()), 0) << slurp(path("tv.txt"));
 }
 
+TEST_F(TrainCli, V2FromScratchLoadsIntoTorchvisionV2) {
+  auto r = run("train --train-annotations " + (data_ / "train/annotations.json").string() +
+               " --train-images " + (data_ / "train/images").string() +
+               " --arch maskrcnn_resnet50_fpn_v2 --min-size 64 --max-size 64 --rois-per-image 16"
+               " --proposals-per-image 50 --iterations 1 --threads 2 --output-dir " + path("v2"));
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_EQ(json::parse(slurp(path("v2/model_final.json")))["arch"], "maskrcnn_resnet50_fpn_v2");
+  const std::string check = python() + " " + MASKRCNN_TEST_SOURCE_DIR +
+                            "/tests/python/check_torchvision_load.py " + path("v2/model_final.pth") +
+                            " resnet50 4 bn v2 > " + path("tv.txt") + " 2>&1";
+  EXPECT_EQ(std::system(check.c_str()), 0) << slurp(path("tv.txt"));
+}
+
 TEST_F(TrainCli, BadInputIsAOneLineErrorAndHelpShowsDefaults) {
   auto r = run("train --train-annotations " + path("missing.json") + " --train-images " + path("x") +
                " --output-dir " + path("o"));

@@ -3,9 +3,18 @@
 //   maskrcnn train --train-annotations A.json --train-images DIR [--val-annotations V.json
 //                  --val-images DIR] [--weights INIT.pth] [--num-classes N] [--arch ...]
 //                  [--backbone resnet50] [--iterations N | --epochs E] [--output-dir DIR] ...
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <netinet/in.h>
+#include <unistd.h>
+
 #include <cstdio>
+#include <cstdlib>
+#include <fstream>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "commands.h"
 #include "maskrcnn/error.h"
@@ -18,9 +27,73 @@ namespace {
 struct TrainArgs {
   TrainOptions o;
   std::string arch, backbone = "resnet50";
+  int nproc = 1;
 };
 
+// A TCP port that is free right now, for the local rendezvous.
+int free_port() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof addr;
+  if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+    if (fd >= 0) ::close(fd);
+    throw Error("train: --nproc: cannot find a free local port");
+  }
+  const int port = ntohs(addr.sin_port);
+  ::close(fd);
+  return port;
+}
+
+// --nproc N: start N copies of this very command as ranks 0..N-1 on this
+// machine, the way `torchrun --nproc-per-node N --no-python` would, and wait.
+// The first failing rank's exit code is returned; the others are stopped.
+int launch_local_workers(int nproc) {
+  std::ifstream f("/proc/self/cmdline", std::ios::binary);
+  std::vector<std::string> args;
+  for (std::string a; std::getline(f, a, '\0');) args.push_back(a);
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  const std::string port = std::to_string(free_port());
+  std::vector<pid_t> pids;
+  for (int r = 0; r < nproc; ++r) {
+    pid_t pid = ::fork();
+    if (pid < 0) throw Error("train: --nproc: fork failed");
+    if (pid == 0) {
+      ::setenv("RANK", std::to_string(r).c_str(), 1);
+      ::setenv("LOCAL_RANK", std::to_string(r).c_str(), 1);
+      ::setenv("WORLD_SIZE", std::to_string(nproc).c_str(), 1);
+      ::setenv("LOCAL_WORLD_SIZE", std::to_string(nproc).c_str(), 1);
+      ::setenv("MASTER_ADDR", "127.0.0.1", 1);
+      ::setenv("MASTER_PORT", port.c_str(), 1);
+      ::execv("/proc/self/exe", argv.data());
+      std::perror("maskrcnn: exec");
+      ::_exit(127);
+    }
+    pids.push_back(pid);
+  }
+  int result = 0;
+  for (size_t left = pids.size(); left > 0; --left) {
+    int status = 0;
+    pid_t done = ::wait(&status);
+    const int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    if (code != 0 && result == 0) {
+      result = code;
+      for (pid_t p : pids)
+        if (p != done) ::kill(p, SIGTERM);
+    }
+  }
+  return result;
+}
+
 void run_train(TrainArgs& a) {
+  if (a.nproc > 1 && !std::getenv("WORLD_SIZE")) {
+    if (int rc = launch_local_workers(a.nproc); rc != 0) std::exit(rc);
+    return;
+  }
   if (!a.arch.empty()) a.o.arch = parse_arch(a.arch);
   if (a.backbone.rfind("resnet", 0) != 0) throw Error("train: unknown --backbone '" + a.backbone + "'");
   try {
@@ -29,6 +102,7 @@ void run_train(TrainArgs& a) {
     throw Error("train: unknown --backbone '" + a.backbone + "'");
   }
   auto r = train(a.o);
+  if (const char* rank = std::getenv("RANK"); rank && std::atoi(rank) != 0) return;
   std::printf("trained iterations %lld-%lld in %.1f s, final loss %.4f\n",
               static_cast<long long>(r.start_iteration), static_cast<long long>(r.iterations),
               r.seconds, r.final_loss);
@@ -90,6 +164,15 @@ void add_train_command(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--eval-every", o.eval_every, "Iterations between validations (0: at the end)")
       ->capture_default_str();
+  cmd->add_option("--nproc", a->nproc,
+                  "Start this many local processes (data parallel on c10d/Gloo); torchrun-style "
+                  "RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT variables also work")
+      ->capture_default_str();
+  cmd->add_option("--dist-timeout", o.dist_timeout_s,
+                  "Seconds after which a dead or hung peer process stops the others")
+      ->capture_default_str();
+  cmd->add_flag("--frozen-bn", o.frozen_batch_norm,
+                "Without --weights: FrozenBatchNorm2d in the backbone instead of BatchNorm2d");
   cmd->add_option("--inject-nan-at", o.inject_nan_at, "Failure drill: NaN loss at this iteration")
       ->group("");
   cmd->callback([a] { run_train(*a); });

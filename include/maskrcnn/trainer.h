@@ -25,6 +25,7 @@ struct TrainOptions {
   std::optional<Arch> arch;                 // default: the weights' arch, else v1
   int backbone_depth = 50;                  // used without weights: 18, 34, 50, 101
   int trainable_backbone_layers = -1;       // -1: 3 with weights, 5 without (torchvision)
+  bool frozen_batch_norm = false;           // without weights: FrozenBatchNorm2d instead of BatchNorm2d
   int min_size = 800, max_size = 1333;
   int batch_size = 2;  // per process
   // RoIs sampled per image for the box and mask heads (torchvision: 512) and
@@ -51,6 +52,11 @@ struct TrainOptions {
   int64_t eval_every = 0;          // iterations; 0: only at the end (with val data)
   bool progress = true;
   int64_t inject_nan_at = -1;  // failure drill: make this iteration's loss NaN
+  // Data parallel on c10d (Gloo) when the torchrun variables (RANK, WORLD_SIZE,
+  // MASTER_ADDR, MASTER_PORT) say so: batch_size is per process, gradients are
+  // averaged, rank 0 writes every file. A peer that dies or hangs stops the
+  // others after at most this long.
+  double dist_timeout_s = 1800;
 };
 
 struct TrainReport {
@@ -61,6 +67,7 @@ struct TrainReport {
   std::string final_weights;                     // OUTPUT/model_final.pth
 };
 
+// In a multi-process run every process calls train() with the same options.
 // Throws maskrcnn::Error on bad input and on a non-finite loss (the last good
 // checkpoint stays in place).
 TrainReport train(const TrainOptions& options);

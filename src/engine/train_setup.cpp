@@ -36,7 +36,7 @@ MaskRCNN build_training_model(const TrainOptions& o, int num_classes) {
   cfg.num_classes = num_classes;
   // No pretrained backbone: real batch norm, everything trainable (torchvision
   // builds maskrcnn_resnet50_fpn(weights=None, weights_backbone=None) so).
-  cfg.frozen_batch_norm = false;
+  cfg.frozen_batch_norm = o.frozen_batch_norm;
   cfg.backbone_norm_eps = 1e-5;
   cfg.trainable_backbone_layers = o.trainable_backbone_layers >= 0 ? o.trainable_backbone_layers : 5;
   cfg.min_size = o.min_size;

@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include <chrono>
+#include <cstdlib>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -16,6 +17,7 @@
 
 #include "data/coco_detection.h"
 #include "data/loader.h"
+#include "engine/distributed.h"
 #include "engine/progress.h"
 #include "engine/sgd.h"
 #include "engine/train_setup.h"
@@ -70,9 +72,21 @@ Validation validate(const MaskRCNN& model, const TrainOptions& o, int threads) {
 
 TrainReport train(const TrainOptions& o) {
   check_options(o);
+  // Default: the cores shared among the processes of this machine.
+  const char* local_world = std::getenv("LOCAL_WORLD_SIZE");
+  const int local_procs = local_world ? std::max(1, std::atoi(local_world)) : 1;
   const int threads = o.threads > 0 ? o.threads
-                                    : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+                                    : std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / local_procs);
   at::set_num_threads(threads);
+  std::optional<engine::ProcessGroup> pg;
+  try {
+    pg = engine::ProcessGroup::from_env(
+        std::chrono::milliseconds(static_cast<int64_t>(o.dist_timeout_s * 1000)));
+  } catch (const engine::DistError& e) {
+    throw Error(std::string("train: ") + e.what());
+  }
+  const int rank = pg ? pg->rank() : 0, world = pg ? pg->world_size() : 1;
+  const bool main_process = rank == 0;
   fs::create_directories(o.output_dir);
 
   data::CocoDetectionDataset dataset(o.train_annotations, o.train_images);
@@ -98,12 +112,20 @@ TrainReport train(const TrainOptions& o) {
     model.emplace(std::move(r.model));
     start = r.next_iteration;
     momentum = std::move(r.momentum);
-    std::fprintf(stderr, "train: resuming from %s at iteration %lld\n", ckpt.c_str(),
-                 static_cast<long long>(start));
+    if (main_process)
+      std::fprintf(stderr, "train: resuming from %s at iteration %lld\n", ckpt.c_str(),
+                   static_cast<long long>(start));
   } else {
     model.emplace(engine::build_training_model(o, num_classes));
   }
   model->train(true);
+  if (pg) {
+    // Identical weights everywhere from the start: rank 0's.
+    std::vector<at::Tensor> state;
+    for (auto& [k, v] : model->state_dict())
+      if (v.is_floating_point()) state.push_back(v);
+    pg->broadcast(state, 0);
+  }
   engine::SGD sgd(model->trainable_parameters(), o.momentum, o.weight_decay);
   for (auto& [name, buf] : momentum) sgd.set_momentum_buffer(name, buf);
 
@@ -112,30 +134,37 @@ TrainReport train(const TrainOptions& o) {
   lo.seed = o.seed;
   lo.num_workers = o.workers;
   lo.hflip_prob = o.hflip_prob;
+  lo.rank = rank;
+  lo.world_size = world;
   data::TrainLoader loader(dataset, lo);
   const int64_t total = o.iterations > 0
                             ? o.iterations
                             : std::max<int64_t>(1, std::llround(o.epochs * loader.iterations_per_epoch()));
 
   const std::string metrics_path = (fs::path(o.output_dir) / "metrics.jsonl").string();
-  std::ofstream metrics(metrics_path, start > 0 ? std::ios::app : std::ios::trunc);
-  if (!metrics) throw Error(metrics_path + ": cannot write");
+  std::ofstream metrics;
+  if (main_process) {
+    metrics.open(metrics_path, start > 0 ? std::ios::app : std::ios::trunc);
+    if (!metrics) throw Error(metrics_path + ": cannot write");
+  }
 
   TrainReport report;
   report.start_iteration = start;
   const auto t0 = std::chrono::steady_clock::now();
   auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); };
-  engine::ProgressBar bar("train", static_cast<size_t>(total), o.progress);
+  engine::ProgressBar bar("train", static_cast<size_t>(total), o.progress && main_process);
   std::map<std::string, double> window;
   int window_n = 0;
   int64_t it = start;
   auto save = [&](int64_t next) {
+    if (!main_process) return;
     for (auto& [name, p] : sgd.params())
       if (!at::isfinite(p).all().item<bool>())
         throw Error("train: parameter " + name + " is not finite; not saving. The last good checkpoint is " + ckpt);
     engine::save_training_checkpoint(ckpt, *model, sgd, next, class_names);
   };
   auto log_validation = [&](int64_t at_iteration) {
+    if (!main_process) return;
     auto v = validate(*model, o, threads);
     report.bbox_ap = v.bbox_ap;
     report.segm_ap = v.segm_ap;
@@ -146,7 +175,9 @@ TrainReport train(const TrainOptions& o) {
   };
 
   for (; it < total; ++it) {
-    if (o.max_minutes > 0 && elapsed() > o.max_minutes * 60) {
+    bool out_of_time = o.max_minutes > 0 && elapsed() > o.max_minutes * 60;
+    if (pg && o.max_minutes > 0) out_of_time = pg->allreduce_scalar(out_of_time ? 1 : 0) > 0;
+    if (out_of_time) {
       std::fprintf(stderr, "\ntrain: --max-minutes %.1f reached at iteration %lld\n", o.max_minutes,
                    static_cast<long long>(it));
       break;
@@ -161,22 +192,42 @@ TrainReport train(const TrainOptions& o) {
     }
     auto losses = model->losses(images, targets);
     at::Tensor total_loss;
+    std::string bad_term;
+    double bad_value = 0;
     for (auto& [name, value] : losses) {
       if (it == o.inject_nan_at && name == "loss_mask") value = value * std::nan("");
       const double v = value.item<double>();
-      if (!std::isfinite(v)) {
-        if (o.progress) std::fputc('\n', stderr);
-        throw Error("train: iteration " + std::to_string(it) + ": " + name + " is " +
-                    (std::isnan(v) ? "NaN" : "infinite") + "; stopped. The last good checkpoint is " +
-                    (fs::exists(ckpt) ? ckpt : std::string("(none yet)")));
+      if (!std::isfinite(v) && bad_term.empty()) {
+        bad_term = name;
+        bad_value = v;
       }
-      window[name] += v;
       total_loss = total_loss.defined() ? total_loss + value : value;
+    }
+    // A NaN on any rank stops every rank at the same iteration.
+    const bool all_finite =
+        pg ? std::isfinite(pg->allreduce_scalar(bad_term.empty() ? 0.0 : std::nan(""))) : bad_term.empty();
+    if (!all_finite) {
+      if (o.progress && main_process) std::fputc('\n', stderr);
+      const std::string what = bad_term.empty()
+                                   ? std::string("the loss of another process")
+                                   : bad_term + " is " + (std::isnan(bad_value) ? "NaN" : "infinite");
+      throw Error("train: iteration " + std::to_string(it) + ": " + what +
+                  "; stopped. The last good checkpoint is " +
+                  (fs::exists(ckpt) ? ckpt : std::string("(none yet)")));
+    }
+    for (auto& [name, value] : losses) window[name] += value.item<double>();
+    sgd.zero_grad();
+    total_loss.backward();
+    if (pg) {
+      std::vector<at::Tensor> grads;
+      for (auto& [name, p] : sgd.params()) {
+        if (!p.grad().defined()) p.mutable_grad() = at::zeros_like(p);
+        grads.push_back(p.grad());
+      }
+      pg->allreduce_mean(grads);
     }
     window["loss"] += total_loss.item<double>();
     ++window_n;
-    sgd.zero_grad();
-    total_loss.backward();
     if (o.clip_grad_norm > 0) window["grad_norm"] += sgd.clip_grad_norm(o.clip_grad_norm);
     sgd.step(lr);
 
@@ -184,7 +235,7 @@ TrainReport train(const TrainOptions& o) {
     if (done % o.log_every == 0 || done == total) {
       nlohmann::json rec{{"iteration", done}, {"lr", lr}, {"time", elapsed()}};
       for (auto& [k, v] : window) rec[k] = v / window_n;
-      metrics << rec.dump() << "\n" << std::flush;
+      if (main_process) metrics << rec.dump() << "\n" << std::flush;
       report.final_loss = window["loss"] / window_n;
       window.clear();
       window_n = 0;
@@ -202,9 +253,12 @@ TrainReport train(const TrainOptions& o) {
   save(it);
   report.iterations = it;
   report.final_weights = (fs::path(o.output_dir) / "model_final.pth").string();
-  save_state_dict(model->state_dict(), report.final_weights);
-  write_model_info(report.final_weights, ModelInfo{model->config(), class_names});
+  if (main_process) {
+    save_state_dict(model->state_dict(), report.final_weights);
+    write_model_info(report.final_weights, ModelInfo{model->config(), class_names});
+  }
   if (!o.val_annotations.empty()) log_validation(it);
+  if (pg) pg->barrier();  // nobody leaves (closing its sockets) before rank 0 is done
   report.seconds = elapsed();
   return report;
 }

@@ -1,0 +1,62 @@
+// Multi-process data parallelism on PyTorch's own c10d engine (Gloo backend).
+// Launched like `torchrun --no-python`: RANK, WORLD_SIZE, LOCAL_RANK,
+// MASTER_ADDR, MASTER_PORT (and TORCHELASTIC_USE_AGENT_STORE when torchrun's
+// agent already hosts the store). The c10d/Gloo headers stay in dist.cpp.
+//
+// Every collective must be called by all ranks in the same order with tensors
+// of the same shapes and dtypes. Any failure (peer died, timeout, mismatch)
+// throws DistError; the group is then unusable and every later call throws.
+#pragma once
+#include <ATen/core/Tensor.h>
+
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace maskrcnn::engine {
+
+class DistError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+class ProcessGroup {
+ public:
+  // nullopt when WORLD_SIZE is unset or 1 (single process: no communication).
+  // Throws DistError on a malformed environment or when the rendezvous does
+  // not complete within `timeout`. `timeout` is also the per-collective limit.
+  static std::optional<ProcessGroup> from_env(std::chrono::milliseconds timeout);
+
+  ProcessGroup(ProcessGroup&&) noexcept;
+  ProcessGroup& operator=(ProcessGroup&&) noexcept;
+  ~ProcessGroup();
+
+  int rank() const;
+  int world_size() const;
+  int local_rank() const;
+
+  // In place: every tensor becomes the mean over ranks. Tensors are packed
+  // into flat buckets of at most bucket_bytes() (one dtype per bucket), all
+  // buckets are reduced concurrently, then copied back. Floating dtypes only;
+  // undefined tensors are an error (pass zeros for unused gradients).
+  void allreduce_mean(std::vector<at::Tensor>& tensors);
+  // In place: every tensor takes root's values (same bucketing).
+  void broadcast(std::vector<at::Tensor>& tensors, int root);
+  void barrier();
+  // Sum over ranks (divide by world_size() for the mean).
+  double allreduce_scalar(double value);
+
+  std::size_t bucket_bytes() const;
+  void set_bucket_bytes(std::size_t bytes);
+
+
+ private:
+  struct Impl;
+  explicit ProcessGroup(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace maskrcnn::engine

@@ -1,0 +1,96 @@
+// Data-parallel training on c10d/Gloo over loopback: 2 processes x batch 1
+// end with the weights of 1 process x batch 2, and a rank that is killed
+// stops the other promptly with a clear message, leaving a good checkpoint.
+#include <gtest/gtest.h>
+
+#include <ATen/ATen.h>
+
+#include <chrono>
+#include <filesystem>
+
+#include "maskrcnn/maskrcnn.h"
+#include "support/cli.h"
+
+namespace fs = std::filesystem;
+using namespace maskrcnn::testing;
+
+namespace {
+
+class TrainDistributed : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() /
+           ("maskrcnn_dist_" + std::to_string(::getpid()) + "_" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+    ASSERT_EQ(run("make-shapes --output " + path("data") + " --images 12 --size 96 --seed 5").rc, 0);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+  CmdResult run(const std::string& args, const std::string& env = "") {
+    return run_maskrcnn(args, dir_.string(), env);
+  }
+  std::string path(const std::string& name) const { return (dir_ / name).string(); }
+  std::string train_args() const {
+    // Frozen batch norm: with batch statistics, 2 x 1 image is not 1 x 2 images.
+    // 4 RoIs per image, at most 1 positive: every image fills its positives,
+    // so the mask loss (a mean over the batch's positives) weighs each image
+    // alike in both layouts, as the other losses (fixed sample counts) do.
+    return "train --train-annotations " + path("data/annotations.json") + " --train-images " +
+           path("data/images") +
+           " --backbone resnet18 --frozen-bn --min-size 96 --max-size 96 --rois-per-image 4"
+           " --proposals-per-image 200 --lr 0.002 --warmup-iters 2 --seed 11 --workers 1 ";
+  }
+  fs::path dir_;
+};
+
+TEST_F(TrainDistributed, TwoProcessesOfOneImageEqualOneProcessOfTwo) {
+  auto r = run(train_args() + "--batch-size 2 --iterations 4 --threads 2 --output-dir " + path("one"));
+  ASSERT_EQ(r.rc, 0) << r.err;
+  r = run(train_args() + "--batch-size 1 --iterations 4 --threads 1 --nproc 2 --output-dir " + path("two"));
+  ASSERT_EQ(r.rc, 0) << r.err;
+  auto a = maskrcnn::load_state_dict(path("one/model_final.pth"));
+  auto b = maskrcnn::load_state_dict(path("two/model_final.pth"));
+  ASSERT_EQ(a.size(), b.size());
+  double diff2 = 0, norm2 = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    ASSERT_EQ(a[i].first, b[i].first);
+    if (!a[i].second.is_floating_point()) continue;
+    auto x = a[i].second.to(at::kDouble), y = b[i].second.to(at::kDouble);
+    diff2 += (x - y).pow(2).sum().item<double>();
+    norm2 += x.pow(2).sum().item<double>();
+  }
+  const double rel = std::sqrt(diff2 / norm2);
+  std::printf("  relative weight difference, 2 x 1 vs 1 x 2: %.3e\n", rel);
+  EXPECT_LE(rel, 1e-4);
+  // Rank 0 alone wrote the outputs.
+  EXPECT_TRUE(fs::exists(path("two/metrics.jsonl")));
+  EXPECT_TRUE(fs::exists(path("two/model_final.json")));
+}
+
+TEST_F(TrainDistributed, AKilledRankStopsTheOtherCleanly) {
+  const std::string port = std::to_string(20000 + ::getpid() % 20000);
+  const std::string env = "WORLD_SIZE=2 LOCAL_WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=" + port;
+  const std::string args = train_args() + "--batch-size 1 --iterations 200 --checkpoint-every 1 "
+                           "--dist-timeout 60 --threads 1 --output-dir " + path("run");
+  const auto t0 = std::chrono::steady_clock::now();
+  // Rank 1 is killed (-9) once training runs; rank 0 must notice and stop by itself.
+  const std::string cmd =
+      "(env RANK=1 LOCAL_RANK=1 " + env + " " + maskrcnn_bin() + " " + args + " >/dev/null 2>&1 & p1=$!;"
+      " env RANK=0 LOCAL_RANK=0 " + env + " " + maskrcnn_bin() + " " + args + " >" + path("out0") +
+      " 2>" + path("err0") + " & p0=$!;"
+      " for i in $(seq 120); do [ -f " + path("run/checkpoint.pth") + " ] && break; sleep 0.5; done;"
+      " sleep 2; kill -9 $p1; wait $p0; echo $? > " + path("rc0") + ")";
+  std::system(cmd.c_str());
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const std::string err = slurp(path("err0"));
+  EXPECT_NE(std::stoi(slurp(path("rc0"))), 0) << err;
+  EXPECT_LT(secs, 120) << "rank 0 did not stop in time";
+  EXPECT_NE(err.find("maskrcnn: error:"), std::string::npos) << err;
+  EXPECT_NE(err.find("rank 0 of 2"), std::string::npos) << err;
+  EXPECT_EQ(err.find("Exception raised from"), std::string::npos) << err;
+  auto state = maskrcnn::load_state_dict(path("run/checkpoint.pth"));  // still a good checkpoint
+  EXPECT_EQ(state.back().first, "meta.iteration");
+}
+
+}  // namespace

@@ -10,6 +10,9 @@ namespace maskrcnn {
 struct DatasetInferenceOptions {
   double mask_threshold = 0.5;
   bool progress = true;  // progress bar on stderr
+  // Only images i with i % num_shards == shard (data-parallel evaluation:
+  // each process takes a shard, the results files are merged after).
+  int shard = 0, num_shards = 1;
 };
 
 struct DatasetInferenceReport {

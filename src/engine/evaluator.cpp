@@ -22,8 +22,11 @@ DatasetInferenceReport run_model_on_coco(const MaskRCNN& model, const std::strin
   DatasetInferenceReport report;
   const auto t0 = std::chrono::steady_clock::now();
   CocoResultsWriter writer;
-  engine::ProgressBar bar("eval", gt.images.size(), options.progress);
-  for (const auto& img : gt.images) {
+  const size_t shards = static_cast<size_t>(std::max(1, options.num_shards));
+  const size_t mine = (gt.images.size() + shards - 1 - static_cast<size_t>(options.shard)) / shards;
+  engine::ProgressBar bar("eval", mine, options.progress);
+  for (size_t i = static_cast<size_t>(options.shard); i < gt.images.size(); i += shards) {
+    const auto& img = gt.images[i];
     const std::string path = (std::filesystem::path(images_dir) / img.file_name).string();
     try {
       auto rgb = read_image(path);

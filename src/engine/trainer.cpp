@@ -18,6 +18,7 @@
 #include "data/coco_detection.h"
 #include "data/loader.h"
 #include "engine/distributed.h"
+#include "io/atomic_file.h"
 #include "engine/progress.h"
 #include "engine/sgd.h"
 #include "engine/train_setup.h"
@@ -52,19 +53,43 @@ struct Validation {
   double bbox_ap = 0, segm_ap = 0;
 };
 
-Validation validate(const MaskRCNN& model, const TrainOptions& o, int threads) {
-  const std::string results = (fs::path(o.output_dir) / "val_results.json").string();
+// Every process runs the model on its shard of the validation images and
+// writes its results file; rank 0 merges them and evaluates. The files live
+// in the output folder, which a multi-node run must share (as it shares the
+// checkpoints).
+Validation validate(const MaskRCNN& model, const TrainOptions& o, int threads,
+                    engine::ProcessGroup* pg) {
+  const int rank = pg ? pg->rank() : 0, world = pg ? pg->world_size() : 1;
+  auto part = [&](int r) {
+    return (fs::path(o.output_dir) / ("val_results.part" + std::to_string(r) + ".json")).string();
+  };
   DatasetInferenceOptions io;
-  io.progress = o.progress;
-  auto report = run_model_on_coco(model, o.val_annotations, o.val_images, results, io);
+  io.progress = o.progress && rank == 0;
+  io.shard = rank;
+  io.num_shards = world;
+  auto report = run_model_on_coco(model, o.val_annotations, o.val_images, part(rank), io);
   for (auto& f : report.failures) std::fprintf(stderr, "maskrcnn: warning: %s\n", f.c_str());
+  if (pg) pg->barrier();
   Validation v;
-  if (report.detections == 0) return v;  // nothing found: AP 0
-  CocoEvalRunOptions eo;
-  eo.threads = threads;
-  for (auto& s : evaluate_coco_files(o.val_annotations, results, eo)) {
-    (s.iou_type == IouType::Bbox ? v.bbox_ap : v.segm_ap) = std::max(0.0, s.stats[0]);
+  if (rank == 0) {
+    nlohmann::json all = nlohmann::json::array();
+    for (int r = 0; r < world; ++r) {
+      std::ifstream f(part(r));
+      auto one = nlohmann::json::parse(f, nullptr, /*allow_exceptions=*/false);
+      if (!one.is_array()) throw Error(part(r) + ": not a results file");
+      for (auto& d : one) all.push_back(std::move(d));
+      fs::remove(part(r));
+    }
+    const std::string results = (fs::path(o.output_dir) / "val_results.json").string();
+    io::write_file_atomic(results, all.dump());
+    if (!all.empty()) {
+      CocoEvalRunOptions eo;
+      eo.threads = threads;
+      for (auto& s : evaluate_coco_files(o.val_annotations, results, eo))
+        (s.iou_type == IouType::Bbox ? v.bbox_ap : v.segm_ap) = std::max(0.0, s.stats[0]);
+    }
   }
+  if (pg) pg->barrier();  // the others wait while rank 0 scores
   return v;
 }
 
@@ -164,8 +189,8 @@ TrainReport train(const TrainOptions& o) {
     engine::save_training_checkpoint(ckpt, *model, sgd, next, class_names);
   };
   auto log_validation = [&](int64_t at_iteration) {
+    auto v = validate(*model, o, threads, pg ? &*pg : nullptr);
     if (!main_process) return;
-    auto v = validate(*model, o, threads);
     report.bbox_ap = v.bbox_ap;
     report.segm_ap = v.segm_ap;
     metrics << nlohmann::json{{"iteration", at_iteration}, {"val_bbox_AP", v.bbox_ap}, {"val_segm_AP", v.segm_ap}}.dump()

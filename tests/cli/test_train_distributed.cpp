@@ -2,11 +2,13 @@
 // end with the weights of 1 process x batch 2, and a rank that is killed
 // stops the other promptly with a clear message, leaving a good checkpoint.
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include <ATen/ATen.h>
 
 #include <chrono>
 #include <filesystem>
+#include <set>
 
 #include "maskrcnn/maskrcnn.h"
 #include "support/cli.h"
@@ -47,8 +49,18 @@ class TrainDistributed : public ::testing::Test {
 TEST_F(TrainDistributed, TwoProcessesOfOneImageEqualOneProcessOfTwo) {
   auto r = run(train_args() + "--batch-size 2 --iterations 4 --threads 2 --output-dir " + path("one"));
   ASSERT_EQ(r.rc, 0) << r.err;
-  r = run(train_args() + "--batch-size 1 --iterations 4 --threads 1 --nproc 2 --output-dir " + path("two"));
+  // With validation split across the two processes and gathered on rank 0.
+  r = run(train_args() + "--batch-size 1 --iterations 4 --threads 1 --nproc 2 --val-annotations " +
+          path("data/annotations.json") + " --val-images " + path("data/images") + " --output-dir " +
+          path("two"));
   ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_NE(r.out.find("validation: bbox AP"), std::string::npos) << r.out;
+  // Every validation image's results were gathered: the merged file covers all 12 ids.
+  auto dt = nlohmann::json::parse(slurp(path("two/val_results.json")));
+  std::set<int64_t> ids;
+  for (auto& d : dt) ids.insert(d["image_id"].get<int64_t>());
+  EXPECT_EQ(ids.size(), 12u) << "results of only " << ids.size() << " of 12 images gathered";
+  EXPECT_FALSE(fs::exists(path("two/val_results.part1.json")));
   auto a = maskrcnn::load_state_dict(path("one/model_final.pth"));
   auto b = maskrcnn::load_state_dict(path("two/model_final.pth"));
   ASSERT_EQ(a.size(), b.size());

@@ -80,6 +80,22 @@ TEST_F(TrainDistributed, TwoProcessesOfOneImageEqualOneProcessOfTwo) {
   EXPECT_TRUE(fs::exists(path("two/model_final.json")));
 }
 
+TEST_F(TrainDistributed, ResumeOfADistributedRunContinuesBitForBit) {
+  const std::string args = train_args() + "--batch-size 1 --iterations 6 --checkpoint-every 3 --threads 1 --nproc 2 ";
+  auto r = run(args + "--output-dir " + path("straight"));
+  ASSERT_EQ(r.rc, 0) << r.err;
+  r = run(args + "--inject-nan-at 4 --output-dir " + path("broken"));
+  EXPECT_NE(r.rc, 0);
+  EXPECT_NE(r.err.find("iteration 4"), std::string::npos) << r.err;
+  r = run(args + "--resume --output-dir " + path("broken"));
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_NE(r.err.find("resuming from"), std::string::npos) << r.err;
+  auto a = maskrcnn::load_state_dict(path("straight/model_final.pth"));
+  auto b = maskrcnn::load_state_dict(path("broken/model_final.pth"));
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_TRUE(a[i].second.equal(b[i].second)) << a[i].first;
+}
+
 TEST_F(TrainDistributed, AKilledRankStopsTheOtherCleanly) {
   const std::string port = std::to_string(20000 + ::getpid() % 20000);
   const std::string env = "WORLD_SIZE=2 LOCAL_WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=" + port;

@@ -3,7 +3,7 @@
 # train a small Mask R-CNN (ResNet-18-FPN) on it for a few minutes, segment
 # held-out images into annotated PNGs and print their COCO AP.
 #   MINUTES     training time cap (default 6)
-#   ITERATIONS  training iterations (default 400; the lr schedule spans them)
+#   ITERATIONS  training iterations (default 700; the lr schedule spans them)
 #   OUT         output folder (default demo_output)
 # The torchvision-checkpoint job on real photos is scripts/segment_photos.sh.
 set -euo pipefail
@@ -11,14 +11,14 @@ cd "$(dirname "$0")/.."
 bash scripts/build.sh >/dev/null
 OUT=${OUT:-demo_output}
 MINUTES=${MINUTES:-6}
-ITERATIONS=${ITERATIONS:-400}
+ITERATIONS=${ITERATIONS:-700}
 BIN=./build/tools/maskrcnn
 rm -rf "$OUT"
 "$BIN" make-shapes --output "$OUT/shapes/train" --images 400 --size 128 --seed 1
 "$BIN" make-shapes --output "$OUT/shapes/val" --images 50 --size 128 --seed 2
 "$BIN" train --train-annotations "$OUT/shapes/train/annotations.json" \
   --train-images "$OUT/shapes/train/images" --backbone resnet18 \
-  --min-size "${MIN_SIZE:-128}" --max-size "${MIN_SIZE:-128}" --rois-per-image 128 --proposals-per-image 300 \
+  --min-size "${MIN_SIZE:-128}" --max-size "${MIN_SIZE:-128}" --rois-per-image 64 --proposals-per-image 300 \
   --lr "${LR:-0.02}" --clip-grad-norm 5 --warmup-iters 50 --iterations "$ITERATIONS" \
   --max-minutes "$MINUTES" --output-dir "$OUT/run"
 "$BIN" predict --weights "$OUT/run/model_final.pth" --score-thresh 0.5 \

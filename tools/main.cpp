@@ -1,4 +1,5 @@
 // The `maskrcnn` command: sub-commands predict, eval, ...
+#include <csignal>
 #include <cstdio>
 #include <exception>
 #include <string>
@@ -19,6 +20,9 @@ std::string first_line(const std::string& s) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // A file-size limit (ulimit -f) makes write() fail with EFBIG instead of
+  // killing us mid-write: the error path then removes the temporary file.
+  std::signal(SIGXFSZ, SIG_IGN);
   CLI::App app{"maskrcnn: Mask R-CNN instance segmentation (torchvision-compatible)"};
   app.require_subcommand(1);
   app.get_formatter()->column_width(36);

@@ -173,6 +173,22 @@ TEST_F(PredictCli, BadWeightsFailWithOneLine) {
   EXPECT_FALSE(fs::exists(path("out.json")));
 }
 
+TEST_F(PredictCli, FullDiskLeavesNoHalfWrittenOutput) {
+  // A file-size limit (ulimit -f, in KiB) stands in for a full disk: the
+  // results file of 100 detections does not fit in 8 KiB.
+  const std::string image = fixtures_dir("parity") + "/images/syn_301x77.png";
+  auto r = run("predict --threads 2 --weights " + weights_ + " --output-json " + path("out.json") +
+                   " " + image,
+               "ulimit -f 8;");
+  EXPECT_EQ(r.rc, 1) << r.err;
+  expect_clean_errors(r);
+  EXPECT_NE(r.err.find(path("out.json")), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(path("out.json")));
+  for (auto& entry : fs::directory_iterator(dir_))
+    EXPECT_EQ(entry.path().filename().string().find("out.json"), std::string::npos)
+        << "left behind: " << entry.path();
+}
+
 TEST_F(PredictCli, HelpShowsDefaults) {
   auto r = run("predict --help");
   EXPECT_EQ(r.rc, 0);

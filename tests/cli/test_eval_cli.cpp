@@ -28,10 +28,7 @@ const std::vector<std::string> kImages = {"syn_301x77", "syn_123x457", "syn_64x1
 class EvalCli : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = fs::temp_directory_path() /
-           ("maskrcnn_eval_cli_" + std::to_string(::getpid()) + "_" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);
+    dir_ = fresh_test_dir("maskrcnn_eval_cli");
     fs::create_directories(dir_ / "images");
     weights_ = fixtures_dir("parity") + "/v1_coco.pth";
   }

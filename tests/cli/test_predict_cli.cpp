@@ -23,11 +23,7 @@ namespace {
 class PredictCli : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = fs::temp_directory_path() /
-           ("maskrcnn_cli_" + std::to_string(::getpid()) + "_" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
+    dir_ = fresh_test_dir("maskrcnn_cli");
     weights_ = fixtures_dir("parity") + "/v1_coco.pth";
   }
   void TearDown() override { fs::remove_all(dir_); }

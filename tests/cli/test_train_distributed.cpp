@@ -21,11 +21,7 @@ namespace {
 class TrainDistributed : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = fs::temp_directory_path() /
-           ("maskrcnn_dist_" + std::to_string(::getpid()) + "_" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
+    dir_ = fresh_test_dir("maskrcnn_dist");
     ASSERT_EQ(run("make-shapes --output " + path("data") + " --images 12 --size 96 --seed 5").rc, 0);
   }
   void TearDown() override { fs::remove_all(dir_); }

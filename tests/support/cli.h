@@ -2,7 +2,11 @@
 #pragma once
 #include <sys/wait.h>
 
+#include <gtest/gtest.h>
+#include <unistd.h>
+
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -22,6 +26,16 @@ struct CmdResult {
   int rc;
   std::string out, err;
 };
+
+// A fresh, empty folder for the running test: TMPDIR/<prefix>_<pid>_<test name>.
+inline std::filesystem::path fresh_test_dir(const std::string& prefix) {
+  auto dir = std::filesystem::temp_directory_path() /
+             (prefix + "_" + std::to_string(::getpid()) + "_" +
+              ::testing::UnitTest::GetInstance()->current_test_info()->name());
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  return dir;
+}
 
 // Runs `maskrcnn ARGS` (with `env` assignments in front), capturing the
 // output in files under `scratch_dir`.

@@ -27,6 +27,7 @@ struct PredictArgs {
   bool min_size_given = false, max_size_given = false;
   int threads = 0;
   int64_t max_pixels = int64_t{1} << 28;
+  int max_detections = 100;
   std::string output_json;
   std::string output_dir;
   std::vector<std::string> images;
@@ -63,6 +64,7 @@ int run_predict(const PredictArgs& a) {
   if (a.min_size_given) o.min_size = a.min_size;
   if (a.max_size_given) o.max_size = a.max_size;
   o.box_score_thresh = a.score_thresh;
+  o.box_detections_per_img = a.max_detections;
   std::vector<std::string> names;
   auto model = load_model(weights, o, &names);  // + model_final.json's sizes and names
   if (!a.labels_file.empty()) names = read_labels(a.labels_file);
@@ -145,6 +147,9 @@ void add_predict_command(CLI::App& app) {
       ->type_name("INT");
   cmd->add_option("--threads", args->threads, "CPU threads (default: all cores)");
   cmd->add_option("--max-pixels", args->max_pixels, "Refuse larger images")->capture_default_str();
+  cmd->add_option("--max-detections", args->max_detections, "At most this many detections per image")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
   cmd->add_option("--output-json", args->output_json, "Write a COCO results JSON here");
   cmd->add_option("--output-dir", args->output_dir, "Write one annotated PNG per image here");
   cmd->add_option("images", args->images, "Images (JPEG, PNG, ...)")->required();

@@ -185,11 +185,23 @@ TEST_F(PredictCli, FullDiskLeavesNoHalfWrittenOutput) {
         << "left behind: " << entry.path();
 }
 
+TEST_F(PredictCli, MaxDetectionsLimitsTheOutput) {
+  const std::string image = fixtures_dir("parity") + "/images/syn_301x77.png";
+  auto r = run("predict --threads 2 --max-detections 7 --weights " + weights_ + " --output-json " +
+               path("o.json") + " " + image);
+  ASSERT_EQ(r.rc, 0) << r.err;
+  auto results = nlohmann::json::parse(slurp(path("o.json")));
+  EXPECT_EQ(results.size(), 7u);  // the reference model finds 100 here
+  r = run("predict --max-detections 0 --weights " + weights_ + " " + image);
+  EXPECT_NE(r.rc, 0);
+}
+
 TEST_F(PredictCli, HelpShowsDefaults) {
   auto r = run("predict --help");
   EXPECT_EQ(r.rc, 0);
   for (std::string s : {"--score-thresh", "0.05", "--mask-thresh", "0.5", "--min-size", "800",
-                        "--max-size", "1333", "--output-json", "--output-dir", "--threads"})
+                        "--max-size", "1333", "--output-json", "--output-dir", "--threads",
+                        "--max-detections", "100", "--max-pixels"})
     EXPECT_NE(r.out.find(s), std::string::npos) << s << "\n" << r.out;
 }
 

@@ -2,7 +2,7 @@
 # The main job, offline from a fresh machine: make a synthetic shapes data set,
 # train a small Mask R-CNN (ResNet-18-FPN) on it for a few minutes, segment
 # held-out images into annotated PNGs and print their COCO AP.
-#   MINUTES     training time cap (default 12; normally ~8 min on 2 cores)
+#   MINUTES     training time cap (default 12)
 #   ITERATIONS  training iterations (default 600; the lr schedule spans them)
 #   OUT         output folder (default demo_output)
 # The torchvision-checkpoint job on real photos is scripts/segment_photos.sh.

@@ -95,12 +95,7 @@ void run_train(TrainArgs& a) {
     return;
   }
   if (!a.arch.empty()) a.o.arch = parse_arch(a.arch);
-  if (a.backbone.rfind("resnet", 0) != 0) throw Error("train: unknown --backbone '" + a.backbone + "'");
-  try {
-    a.o.backbone_depth = std::stoi(a.backbone.substr(6));
-  } catch (const std::exception&) {
-    throw Error("train: unknown --backbone '" + a.backbone + "'");
-  }
+  a.o.backbone_depth = parse_backbone(a.backbone);
   auto r = train(a.o);
   if (const char* rank = std::getenv("RANK"); rank && std::atoi(rank) != 0) return;
   std::printf("trained iterations %lld-%lld in %.1f s, final loss %.4f\n",

@@ -59,5 +59,8 @@ struct MaskRCNNConfig {
 // Parses "maskrcnn_resnet50_fpn" / "maskrcnn_resnet50_fpn_v2" (also "v1"/"v2").
 // Throws maskrcnn::Error on anything else.
 Arch parse_arch(const std::string& name);
+// "resnet18" / "resnet34" / "resnet50" / "resnet101" -> the depth. Throws
+// maskrcnn::Error naming the value on anything else.
+int parse_backbone(const std::string& name);
 
 }  // namespace maskrcnn

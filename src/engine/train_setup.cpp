@@ -11,6 +11,16 @@
 #include "maskrcnn/model_info.h"
 
 namespace maskrcnn::engine {
+namespace {
+
+// The training-only sizes of the options, on any config (fresh, from weights, resumed).
+MaskRCNNConfig with_training_sizes(MaskRCNNConfig cfg, const TrainOptions& o) {
+  cfg.box_batch_size_per_image = o.rois_per_image;
+  cfg.rpn_pre_nms_top_n_train = cfg.rpn_post_nms_top_n_train = o.proposals_per_image;
+  return cfg;
+}
+
+}  // namespace
 
 MaskRCNN build_training_model(const TrainOptions& o, int num_classes) {
   torch::manual_seed(o.seed);
@@ -23,9 +33,7 @@ MaskRCNN build_training_model(const TrainOptions& o, int num_classes) {
     cfg.min_size = o.min_size;
     cfg.max_size = o.max_size;
     cfg.trainable_backbone_layers = o.trainable_backbone_layers >= 0 ? o.trainable_backbone_layers : 3;
-    cfg.box_batch_size_per_image = o.rois_per_image;
-    cfg.rpn_pre_nms_top_n_train = cfg.rpn_post_nms_top_n_train = o.proposals_per_image;
-    MaskRCNN model(cfg);
+    MaskRCNN model(with_training_sizes(cfg, o));
     model.load_state_dict(state, o.weights);
     if (cfg.num_classes != num_classes) model.reset_predictors(num_classes);
     return model;
@@ -41,9 +49,7 @@ MaskRCNN build_training_model(const TrainOptions& o, int num_classes) {
   cfg.trainable_backbone_layers = o.trainable_backbone_layers >= 0 ? o.trainable_backbone_layers : 5;
   cfg.min_size = o.min_size;
   cfg.max_size = o.max_size;
-  cfg.box_batch_size_per_image = o.rois_per_image;
-  cfg.rpn_pre_nms_top_n_train = cfg.rpn_post_nms_top_n_train = o.proposals_per_image;
-  return MaskRCNN(cfg);
+  return MaskRCNN(with_training_sizes(cfg, o));
 }
 
 double learning_rate(const TrainOptions& o, int64_t it, int64_t total) {
@@ -87,10 +93,7 @@ ResumedState load_training_checkpoint(const std::string& path, const TrainOption
     else if (k == "meta.iteration") next = v.item<int64_t>();
   }
   if (next < 0) throw Error(path + ": not a training checkpoint (no meta.iteration)");
-  auto cfg = info->config;
-  cfg.box_batch_size_per_image = o.rois_per_image;
-  cfg.rpn_pre_nms_top_n_train = cfg.rpn_post_nms_top_n_train = o.proposals_per_image;
-  MaskRCNN model(cfg);
+  MaskRCNN model(with_training_sizes(info->config, o));
   model.load_state_dict(weights, path);
   return {std::move(model), next, std::move(momentum)};
 }

@@ -45,9 +45,11 @@ std::optional<ModelInfo> read_model_info(const std::string& weights_path) {
       throw Error(path + ": not a maskrcnn model info file (no \"num_classes\")");
     auto& c = info.config;
     c.arch = parse_arch(j.value("arch", std::string("maskrcnn_resnet50_fpn")));
-    const std::string backbone = j.value("backbone", std::string("resnet50"));
-    if (backbone.rfind("resnet", 0) != 0) throw Error(path + ": unknown backbone '" + backbone + "'");
-    c.backbone_depth = std::stoi(backbone.substr(6));
+    try {
+      c.backbone_depth = parse_backbone(j.value("backbone", std::string("resnet50")));
+    } catch (const Error& e) {
+      throw Error(path + ": " + e.what());
+    }
     c.num_classes = j.at("num_classes").get<int>();
     c.min_size = j.value("min_size", c.min_size);
     c.max_size = j.value("max_size", c.max_size);
@@ -59,8 +61,6 @@ std::optional<ModelInfo> read_model_info(const std::string& weights_path) {
       throw Error(path + ": bad min_size/max_size");
   } catch (const nlohmann::json::exception& e) {
     throw Error(path + ": malformed model info: " + e.what());
-  } catch (const std::invalid_argument&) {
-    throw Error(path + ": malformed backbone name");
   }
   return info;
 }

@@ -41,6 +41,12 @@ Arch parse_arch(const std::string& name) {
               "' (expected maskrcnn_resnet50_fpn or maskrcnn_resnet50_fpn_v2)");
 }
 
+int parse_backbone(const std::string& name) {
+  for (int depth : {18, 34, 50, 101})
+    if (name == "resnet" + std::to_string(depth)) return depth;
+  throw Error("unknown backbone '" + name + "' (expected resnet18, resnet34, resnet50 or resnet101)");
+}
+
 at::Tensor Detections::mask_probs(int64_t i) const {
   const auto& m = masks.at(i);
   auto full = at::zeros({image_height, image_width}, m.probs.options());

@@ -9,6 +9,7 @@ PKGS=(
   libopencv-dev
   libsimdjson-dev nlohmann-json3-dev libcli11-dev libfmt-dev
   libgtest-dev libgmock-dev libbenchmark-dev
+  clang libclang-rt-14-dev
   python3-torch python3-torchvision python3-numpy
 )
 

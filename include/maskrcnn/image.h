@@ -20,6 +20,9 @@ struct ImageReadOptions {
 // replicated, alpha dropped, 16-bit scaled to 8-bit. Throws maskrcnn::Error for
 // missing, unreadable, truncated, empty or oversized images.
 at::Tensor read_image(const std::string& path, const ImageReadOptions& options = {});
+// The same from encoded bytes in memory; `name` prefixes error messages.
+at::Tensor decode_image(const uint8_t* data, size_t size, const std::string& name,
+                        const ImageReadOptions& options = {});
 
 // uint8 [3, H, W] -> float [3, H, W] in [0, 1], the model's input.
 at::Tensor to_float_image(const at::Tensor& rgb_u8);

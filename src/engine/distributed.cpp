@@ -244,6 +244,36 @@ void ProcessGroup::barrier() {
   impl_->wait_all("barrier", works);
 }
 
+struct ProcessGroup::Pending::State {
+  c10::intrusive_ptr<c10d::Work> work;
+  ProcessGroup::Impl* group = nullptr;
+};
+
+ProcessGroup::Pending::Pending() = default;
+ProcessGroup::Pending::Pending(Pending&&) noexcept = default;
+ProcessGroup::Pending& ProcessGroup::Pending::operator=(Pending&&) noexcept = default;
+ProcessGroup::Pending::~Pending() = default;
+bool ProcessGroup::Pending::valid() const { return state_ != nullptr; }
+
+void ProcessGroup::Pending::wait() {
+  if (!state_) throw DistError("wait on a collective that was never started");
+  std::vector<c10::intrusive_ptr<c10d::Work>> works{state_->work};
+  auto* group = state_->group;
+  state_.reset();
+  group->wait_all("allreduce", works);
+}
+
+ProcessGroup::Pending ProcessGroup::allreduce_sum_async(at::Tensor flat) {
+  impl_->check_usable("allreduce");
+  std::vector<at::Tensor> one{std::move(flat)};
+  check_tensors(one, "allreduce_sum_async", true);
+  Pending p;
+  p.state_ = std::make_unique<Pending::State>();
+  p.state_->group = impl_.get();
+  p.state_->work = impl_->gloo->allreduce(one);  // ReduceOp::SUM
+  return p;
+}
+
 double ProcessGroup::allreduce_scalar(double value) {
   impl_->check_usable("allreduce");
   std::vector<at::Tensor> one{at::full({1}, value, at::kDouble)};

@@ -52,11 +52,57 @@ class ProcessGroup {
   std::size_t bucket_bytes() const;
   void set_bucket_bytes(std::size_t bytes);
 
+  // One collective in flight; wait() blocks until it is done (DistError on failure).
+  class Pending {
+   public:
+    Pending();
+    Pending(Pending&&) noexcept;
+    Pending& operator=(Pending&&) noexcept;
+    ~Pending();
+    void wait();
+    bool valid() const;
+
+   private:
+    friend class ProcessGroup;
+    struct State;
+    std::unique_ptr<State> state_;
+  };
+  // Starts summing `flat` (one contiguous floating tensor) over ranks in place.
+  Pending allreduce_sum_async(at::Tensor flat);
 
  private:
   struct Impl;
   explicit ProcessGroup(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
+};
+
+// Averages the gradients of `params` over all ranks while backward still runs,
+// as DDP's Reducer does: parameters are grouped into buckets in reverse order
+// (backward produces the heads' gradients first), a hook on each parameter
+// copies its gradient into its bucket's flat buffer, and a full bucket starts
+// its allreduce at once. Buckets start strictly in bucket order, so every rank
+// issues the same collectives in the same order even when gradients arrive in
+// another order; parameters that got no gradient (unused this iteration) count
+// as zeros and their buckets start in finish(). Not copyable; hooks are removed
+// on destruction.
+class GradientAverager {
+ public:
+  GradientAverager(ProcessGroup& group, std::vector<at::Tensor> params,
+                   std::size_t bucket_bytes = 25u << 20, std::size_t first_bucket_bytes = 1u << 20);
+  ~GradientAverager();
+  GradientAverager(const GradientAverager&) = delete;
+  GradientAverager& operator=(const GradientAverager&) = delete;
+
+  void prepare();  // before backward
+  void finish();   // after backward: every parameter's .grad() holds the mean over ranks
+  std::size_t num_buckets() const;
+  // Buckets started by hooks during the last backward (the overlapped ones).
+  std::size_t buckets_started_early() const;
+
+ private:
+  struct State;
+  std::shared_ptr<State> state_;
+  std::vector<std::pair<at::Tensor, unsigned>> hooks_;
 };
 
 }  // namespace maskrcnn::engine

@@ -153,6 +153,13 @@ TrainReport train(const TrainOptions& o) {
   }
   engine::SGD sgd(model->trainable_parameters(), o.momentum, o.weight_decay);
   for (auto& [name, buf] : momentum) sgd.set_momentum_buffer(name, buf);
+  // Gradients are averaged bucket by bucket while backward still runs.
+  std::optional<engine::GradientAverager> averager;
+  if (pg) {
+    std::vector<at::Tensor> params;
+    for (auto& [name, p] : sgd.params()) params.push_back(p);
+    averager.emplace(*pg, std::move(params));
+  }
 
   data::LoaderOptions lo;
   lo.batch_size = o.batch_size;
@@ -242,15 +249,9 @@ TrainReport train(const TrainOptions& o) {
     }
     for (auto& [name, value] : losses) window[name] += value.item<double>();
     sgd.zero_grad();
+    if (averager) averager->prepare();
     total_loss.backward();
-    if (pg) {
-      std::vector<at::Tensor> grads;
-      for (auto& [name, p] : sgd.params()) {
-        if (!p.grad().defined()) p.mutable_grad() = at::zeros_like(p);
-        grads.push_back(p.grad());
-      }
-      pg->allreduce_mean(grads);
-    }
+    if (averager) averager->finish();
     window["loss"] += total_loss.item<double>();
     ++window_n;
     if (o.clip_grad_norm > 0) window["grad_norm"] += sgd.clip_grad_norm(o.clip_grad_norm);
@@ -260,6 +261,10 @@ TrainReport train(const TrainOptions& o) {
     if (done % o.log_every == 0 || done == total) {
       nlohmann::json rec{{"iteration", done}, {"lr", lr}, {"time", elapsed()}};
       for (auto& [k, v] : window) rec[k] = v / window_n;
+      if (averager) {  // how many gradient buckets started their allreduce during backward
+        rec["allreduce_buckets"] = averager->num_buckets();
+        rec["allreduce_buckets_overlapped"] = averager->buckets_started_early();
+      }
       if (main_process) metrics << rec.dump() << "\n" << std::flush;
       report.final_loss = window["loss"] / window_n;
       window.clear();

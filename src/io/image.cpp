@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <fstream>
 #include <iterator>
+#include <limits>
 #include <optional>
 
 #include "io/atomic_file.h"
@@ -26,7 +27,15 @@ std::vector<uint8_t> read_file(const std::string& path) {
   return bytes;
 }
 
-bool starts_with(const std::vector<uint8_t>& b, std::initializer_list<uint8_t> magic) {
+// The encoded bytes: a pointer and a length (read_image's buffer or the caller's).
+struct Bytes {
+  const uint8_t* ptr;
+  size_t len;
+  size_t size() const { return len; }
+  uint8_t operator[](size_t i) const { return ptr[i]; }
+};
+
+bool starts_with(const Bytes& b, std::initializer_list<uint8_t> magic) {
   if (b.size() < magic.size()) return false;
   size_t i = 0;
   for (uint8_t m : magic)
@@ -39,7 +48,7 @@ struct Dims {
 };
 
 // Width/height from a JPEG's SOFn segment, or nullopt if none is found.
-std::optional<Dims> jpeg_dims(const std::vector<uint8_t>& b) {
+std::optional<Dims> jpeg_dims(const Bytes& b) {
   size_t i = 2;
   while (i + 9 < b.size()) {
     if (b[i] != 0xFF) return std::nullopt;
@@ -55,7 +64,7 @@ std::optional<Dims> jpeg_dims(const std::vector<uint8_t>& b) {
   return std::nullopt;
 }
 
-bool jpeg_has_end_marker(const std::vector<uint8_t>& b) {
+bool jpeg_has_end_marker(const Bytes& b) {
   // Some writers pad after EOI; look at the last few bytes.
   for (size_t k = b.size(); k >= 2 && b.size() - k < 64; --k)
     if (b[k - 2] == 0xFF && b[k - 1] == 0xD9) return true;
@@ -65,8 +74,14 @@ bool jpeg_has_end_marker(const std::vector<uint8_t>& b) {
 }  // namespace
 
 at::Tensor read_image(const std::string& path, const ImageReadOptions& options) {
-  auto bytes = read_file(path);
-  if (bytes.empty()) throw Error(path + ": empty file, not an image");
+  auto file = read_file(path);
+  return decode_image(file.data(), file.size(), path, options);
+}
+
+at::Tensor decode_image(const uint8_t* data, size_t size, const std::string& path,
+                        const ImageReadOptions& options) {
+  const Bytes bytes{data, size};
+  if (size == 0) throw Error(path + ": empty file, not an image");
   std::optional<Dims> dims;
   const bool is_jpeg = starts_with(bytes, {0xFF, 0xD8, 0xFF});
   const bool is_png = starts_with(bytes, {0x89, 'P', 'N', 'G', 0x0D, 0x0A, 0x1A, 0x0A});
@@ -91,7 +106,9 @@ at::Tensor read_image(const std::string& path, const ImageReadOptions& options) 
                   std::to_string(dims->height) + " pixels, more than the limit of " +
                   std::to_string(options.max_pixels));
   }
-  cv::Mat raw = cv::Mat(1, static_cast<int>(bytes.size()), CV_8UC1, bytes.data());
+  if (size > static_cast<size_t>(std::numeric_limits<int>::max()))
+    throw Error(path + ": file larger than 2 GB, not decoded");
+  cv::Mat raw = cv::Mat(1, static_cast<int>(size), CV_8UC1, const_cast<uint8_t*>(data));
   cv::Mat img;
   try {
     img = cv::imdecode(raw, cv::IMREAD_UNCHANGED | cv::IMREAD_IGNORE_ORIENTATION);

@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <filesystem>
+#include <fstream>
 #include <set>
 
 #include "maskrcnn/maskrcnn.h"
@@ -71,6 +72,19 @@ TEST_F(TrainDistributed, TwoProcessesOfOneImageEqualOneProcessOfTwo) {
   const double rel = std::sqrt(diff2 / norm2);
   std::printf("  relative weight difference, 2 x 1 vs 1 x 2: %.3e\n", rel);
   EXPECT_LE(rel, 1e-4);
+  // Gradient buckets started their allreduce from the gradient hooks, while
+  // backward still ran, not all after it.
+  std::ifstream metrics(path("two/metrics.jsonl"));
+  int records = 0;
+  for (std::string line; std::getline(metrics, line);) {
+    auto rec = nlohmann::json::parse(line);
+    if (!rec.contains("allreduce_buckets")) continue;
+    ++records;
+    const int buckets = rec["allreduce_buckets"], early = rec["allreduce_buckets_overlapped"];
+    EXPECT_GE(buckets, 2);
+    EXPECT_GE(early, 1) << "no bucket overlapped backward (" << buckets << " buckets)";
+  }
+  EXPECT_GT(records, 0);
   // Rank 0 alone wrote the outputs.
   EXPECT_TRUE(fs::exists(path("two/metrics.jsonl")));
   EXPECT_TRUE(fs::exists(path("two/model_final.json")));

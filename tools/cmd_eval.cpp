@@ -37,6 +37,7 @@ struct EvalOptions {
   std::string images;
   std::string results_out;
   double score_thresh = 0.05;
+  double max_annotation_mb = 2048;
 };
 
 std::vector<IouType> parse_iou_types(const std::string& s) {
@@ -47,6 +48,7 @@ std::vector<IouType> parse_iou_types(const std::string& s) {
 }
 
 void run_eval_command(const EvalOptions& o) {
+  apply_annotation_size_limit(o.max_annotation_mb);
   CocoEvalRunOptions run;
   run.iou_types = parse_iou_types(o.iou_type);
   run.output_json = o.output_json;
@@ -117,6 +119,7 @@ void add_eval_command(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--score-thresh", opts->score_thresh, "With --weights: minimum detection score")
       ->capture_default_str();
+  add_annotation_size_limit(cmd, opts->max_annotation_mb);
   cmd->callback([opts] { run_eval_command(*opts); });
 }
 

@@ -28,6 +28,7 @@ struct TrainArgs {
   TrainOptions o;
   std::string arch, backbone = "resnet50";
   int nproc = 1;
+  double max_annotation_mb = 2048;
 };
 
 // A TCP port that is free right now, for the local rendezvous.
@@ -94,6 +95,7 @@ void run_train(TrainArgs& a) {
     if (int rc = launch_local_workers(a.nproc); rc != 0) std::exit(rc);
     return;
   }
+  apply_annotation_size_limit(a.max_annotation_mb);
   if (!a.arch.empty()) a.o.arch = parse_arch(a.arch);
   a.o.backbone_depth = parse_backbone(a.backbone);
   auto r = train(a.o);
@@ -170,6 +172,7 @@ void add_train_command(CLI::App& app) {
                 "Without --weights: FrozenBatchNorm2d in the backbone instead of BatchNorm2d");
   cmd->add_option("--inject-nan-at", o.inject_nan_at, "Failure drill: NaN loss at this iteration")
       ->group("");
+  add_annotation_size_limit(cmd, a->max_annotation_mb);
   cmd->callback([a] { run_train(*a); });
 }
 

@@ -11,4 +11,9 @@ void add_eval_command(CLI::App& app);
 void add_make_shapes_command(CLI::App& app);
 void add_train_command(CLI::App& app);
 
+// --max-annotation-mb on commands that read COCO files: sets the process-wide
+// limit of maskrcnn::set_max_annotation_file_bytes when the command runs.
+void add_annotation_size_limit(CLI::App* cmd, double& megabytes);
+void apply_annotation_size_limit(double megabytes);
+
 }  // namespace maskrcnn::cli

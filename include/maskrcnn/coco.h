@@ -65,6 +65,13 @@ struct CocoDataset {
   const CocoCategory* find_category(int64_t id) const;
 };
 
+// The largest annotation or results file the load_* functions read (bytes;
+// default 2 GiB, COCO's train2017 instances file is 0.45 GB). A bigger file is
+// refused with an error naming it before anything is read. Process-wide; the
+// CLI sets it from --max-annotation-mb.
+void set_max_annotation_file_bytes(uint64_t bytes);
+uint64_t max_annotation_file_bytes();
+
 // Ground truth: an instances file ({"images", "categories", "annotations"}).
 CocoDataset load_coco_instances(const std::string& path);
 // The same from memory; source names the data in error messages.

@@ -15,7 +15,8 @@ struct ImageReadOptions {
   int64_t max_pixels = int64_t{1} << 28;
 };
 
-// Reads a JPEG, PNG (or another format OpenCV decodes) as RGB uint8 [3, H, W],
+// Reads a JPEG, PNG or BMP (other formats are refused: OpenCV decoders for
+// rarer formats have crashed on hostile files) as RGB uint8 [3, H, W],
 // like torchvision.io.read_image(path, ImageReadMode.RGB): grayscale is
 // replicated, alpha dropped, 16-bit scaled to 8-bit. Throws maskrcnn::Error for
 // missing, unreadable, truncated, empty or oversized images.

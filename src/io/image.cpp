@@ -85,6 +85,7 @@ at::Tensor decode_image(const uint8_t* data, size_t size, const std::string& pat
   std::optional<Dims> dims;
   const bool is_jpeg = starts_with(bytes, {0xFF, 0xD8, 0xFF});
   const bool is_png = starts_with(bytes, {0x89, 'P', 'N', 'G', 0x0D, 0x0A, 0x1A, 0x0A});
+  const bool is_bmp = starts_with(bytes, {'B', 'M'});
   if (is_jpeg) {
     dims = jpeg_dims(bytes);
     if (!dims) throw Error(path + ": corrupt JPEG (no frame header)");
@@ -96,12 +97,24 @@ at::Tensor decode_image(const uint8_t* data, size_t size, const std::string& pat
              (int64_t(bytes[o + 2]) << 8) | int64_t(bytes[o + 3]);
     };
     dims = Dims{be32(16), be32(20)};
+  } else if (is_bmp) {
+    if (bytes.size() < 26) throw Error(path + ": truncated BMP header");
+    auto le32 = [&](size_t o) {
+      return int64_t(int32_t(uint32_t(bytes[o]) | (uint32_t(bytes[o + 1]) << 8) | (uint32_t(bytes[o + 2]) << 16) |
+                             (uint32_t(bytes[o + 3]) << 24)));
+    };
+    dims = Dims{std::abs(le32(18)), std::abs(le32(22))};  // a negative height means top-down rows
+  } else {
+    // OpenCV would try every decoder it links (DICOM, TIFF, OpenEXR...) on
+    // unknown bytes, and some of them abort the process on hostile input.
+    throw Error(path + ": not a JPEG, PNG or BMP image");
   }
-  if (dims) {
+  {
     if (dims->width <= 0 || dims->height <= 0)
       throw Error(path + ": image has no pixels (" + std::to_string(dims->width) + "x" +
                   std::to_string(dims->height) + ")");
-    if (dims->width * dims->height > options.max_pixels)
+    // Each side is below 2^32 (JPEG: 2^16), so the product fits in a double exactly enough.
+    if (double(dims->width) * double(dims->height) > double(options.max_pixels))
       throw Error(path + ": image is " + std::to_string(dims->width) + "x" +
                   std::to_string(dims->height) + " pixels, more than the limit of " +
                   std::to_string(options.max_pixels));
@@ -116,7 +129,7 @@ at::Tensor decode_image(const uint8_t* data, size_t size, const std::string& pat
     throw Error(path + ": cannot decode image (" + std::string(e.err) + ")");
   }
   if (img.empty())
-    throw Error(path + (is_jpeg || is_png ? ": corrupt image data" : ": not an image (unknown format)"));
+    throw Error(path + ": corrupt image data");
   if (int64_t(img.cols) * img.rows > options.max_pixels)
     throw Error(path + ": image is larger than the limit of " + std::to_string(options.max_pixels) +
                 " pixels");

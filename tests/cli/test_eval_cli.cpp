@@ -158,11 +158,31 @@ TEST_F(EvalCli, WeightsWithoutImagesAndBadFilesAreOneLineErrors) {
   EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
 }
 
+TEST_F(EvalCli, AnnotationFilesOverTheSizeLimitAreRefusedUpFront) {
+  write_ground_truth();
+  const auto bytes = fs::file_size(path("gt.json"));
+  ASSERT_GT(bytes, 1024u);
+  // 0.001 MB = 1 KB: the ground truth is bigger, so nothing is evaluated.
+  auto r = run("eval --annotations " + path("gt.json") + " --results " + path("gt.json") +
+               " --max-annotation-mb 0.001");
+  EXPECT_EQ(r.rc, 1);
+  EXPECT_NE(r.err.find(path("gt.json")), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("--max-annotation-mb"), std::string::npos) << r.err;
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  EXPECT_EQ(r.out.find("Average Precision"), std::string::npos) << r.out;
+  // train reads its annotations under the same limit.
+  r = run("train --train-annotations " + path("gt.json") + " --train-images " + path("images") +
+          " --output-dir " + path("t") + " --max-annotation-mb 0.001");
+  EXPECT_EQ(r.rc, 1);
+  EXPECT_NE(r.err.find("over the limit"), std::string::npos) << r.err;
+}
+
 TEST_F(EvalCli, HelpShowsDefaults) {
   auto r = run("eval --help");
   EXPECT_EQ(r.rc, 0);
   for (std::string s : {"--annotations", "--results", "--weights", "--images", "--iou-type", "both",
-                        "--score-thresh", "0.05", "--results-out", "--output-json", "--threads"})
+                        "--score-thresh", "0.05", "--results-out", "--output-json", "--threads",
+                        "--max-annotation-mb", "2048"})
     EXPECT_NE(r.out.find(s), std::string::npos) << s << "\n" << r.out;
 }
 

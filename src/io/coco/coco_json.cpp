@@ -1,5 +1,7 @@
 // COCO instances and results files -> CocoDataset / CocoAnnotation (simdjson ondemand).
 #include <cstdio>
+#include <atomic>
+#include <filesystem>
 #include <fstream>
 #include <memory>
 #include <sstream>
@@ -24,6 +26,13 @@ const CocoCategory* CocoDataset::find_category(int64_t id) const {
   return it == category_index.end() ? nullptr : &categories[it->second];
 }
 
+namespace {
+std::atomic<uint64_t> g_max_file_bytes{uint64_t{2} << 30};
+}  // namespace
+
+void set_max_annotation_file_bytes(uint64_t bytes) { g_max_file_bytes = bytes; }
+uint64_t max_annotation_file_bytes() { return g_max_file_bytes.load(); }
+
 std::string read_text_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw Error(path + ": cannot open file");
@@ -36,6 +45,12 @@ std::string read_text_file(const std::string& path) {
 namespace {
 
 simdjson::padded_string load_padded(const std::string& path) {
+  std::error_code ec;
+  const auto bytes = std::filesystem::file_size(path, ec);
+  const uint64_t limit = g_max_file_bytes.load();
+  if (!ec && bytes > limit)
+    throw Error(path + ": " + std::to_string(bytes >> 20) + " MB, over the limit of " + std::to_string(limit >> 20) +
+                " MB for annotation files (--max-annotation-mb)");
   simdjson::padded_string s;
   auto e = simdjson::padded_string::load(path).get(s);
   if (e) throw Error(path + ": cannot read file (" + simdjson::error_message(e) + ")");
@@ -322,12 +337,26 @@ std::vector<CocoAnnotation> load_coco_results(const std::string& path, const Coc
   return parse_results(load_padded(path), gt, path);
 }
 
+namespace {
+// Runs that do not cover the mask exactly would make areas and IoUs read
+// past it (pycocotools takes them as they are and computes garbage).
+Rle checked_rle(Rle r, int64_t ann_id) {
+  uint64_t total = 0;
+  for (uint32_t c : r.counts) total += c;
+  if (total != uint64_t{r.h} * r.w)
+    throw Error("annotation " + std::to_string(ann_id) + ": RLE counts sum to " + std::to_string(total) +
+                ", not " + std::to_string(r.h) + "x" + std::to_string(r.w) + " = " +
+                std::to_string(uint64_t{r.h} * r.w));
+  return r;
+}
+}  // namespace
+
 Rle annotation_to_rle(const CocoAnnotation& a, const CocoImage& img) {
   using K = CocoSegmentation::Kind;
   const CocoSegmentation& s = a.segmentation;
   switch (s.kind) {
     case K::Polygons:
-      if (img.height <= 0 && img.width <= 0)
+      if (img.height <= 0 || img.width <= 0)
         throw Error("image " + std::to_string(img.id) + " has no width/height to rasterise polygons");
       return rle_from_polygons(s.polygons, static_cast<uint32_t>(img.height), static_cast<uint32_t>(img.width));
     case K::Counts: {
@@ -335,10 +364,10 @@ Rle annotation_to_rle(const CocoAnnotation& a, const CocoImage& img) {
       r.h = s.h;
       r.w = s.w;
       r.counts = s.counts;
-      return r;
+      return checked_rle(std::move(r), a.id);
     }
     case K::String:
-      return rle_from_string(s.rle_string, s.h, s.w);
+      return checked_rle(rle_from_string(s.rle_string, s.h, s.w), a.id);
     case K::None:
     default:
       throw Error("annotation " + std::to_string(a.id) + " has no segmentation");

@@ -2,6 +2,7 @@
 // that turn every simdjson error into a one-line maskrcnn::Error naming the file,
 // the record and the key.
 #pragma once
+#include <cmath>
 #include <simdjson.h>
 
 #include <cstdint>
@@ -153,8 +154,9 @@ inline CocoSegmentation get_segmentation(od::value& v, const Ctx& c) {
     } else if (key == "size") {
       has_size = true;
       std::vector<double> hw = get_numbers(fv, c, "segmentation.size");
-      if (hw.size() != 2 || hw[0] < 0 || hw[1] < 0 || hw[0] != static_cast<uint32_t>(hw[0]) ||
-          hw[1] != static_cast<uint32_t>(hw[1]))
+      // Range first: casting a double beyond uint32 is undefined.
+      auto is_u32 = [](double v) { return v >= 0 && v <= 4294967295.0 && v == std::floor(v); };
+      if (hw.size() != 2 || !is_u32(hw[0]) || !is_u32(hw[1]))
         c.fail("\"segmentation.size\" must be [height, width]");
       s.h = static_cast<uint32_t>(hw[0]);
       s.w = static_cast<uint32_t>(hw[1]);

@@ -44,6 +44,10 @@ Rle rle_encode(const uint8_t* mask, int h, int w) {
   r.w = static_cast<uint32_t>(w);
   uint32_t c = 0;
   uint8_t p = 0;
+  if (h == 0 || w == 0) {  // no pixels (and mask may be null)
+    r.counts.push_back(0);
+    return r;
+  }
   for (int x = 0; x < w; ++x) {
     const uint8_t* col = mask + x;
     for (int y = 0; y < h; ++y) {
@@ -220,6 +224,14 @@ Rle rle_from_polygon(const double* xy, size_t k, uint32_t h, uint32_t w) {
   for (size_t j = 0; j < k; ++j)
     m += std::max(static_cast<uint32_t>(std::abs(x[j] - x[j + 1])),
                   static_cast<uint32_t>(std::abs(y[j] - y[j + 1]))) + 1u;
+  // The edge walk visits every point of the outline at 5x; an outline far
+  // longer than the image (a coordinate or box side in the millions) would
+  // take seconds and gigabytes for points that are clipped anyway.
+  const size_t max_points = std::max<size_t>(size_t{1} << 20, 256 * 5 * (size_t{h} + w) + k);
+  if (m > max_points)
+    throw Error("polygon outline is " + std::to_string(m / 5) + " px long, over 256 times the " +
+                std::to_string(w) + "x" + std::to_string(h) +
+                " image's perimeter (coordinates far outside the image?)");
   std::vector<int> u(m), v(m);
   m = 0;
   for (size_t j = 0; j < k; ++j) {
@@ -364,7 +376,9 @@ Rle rle_from_string(std::string_view s, uint32_t h, uint32_t w) {
       if (p >= s.size()) throw Error("RLE string: truncated last count");
       const int c = static_cast<unsigned char>(s[p]) - 48;
       if (c < 0 || c > 63) throw Error("RLE string: invalid character");
-      if (k > 12) throw Error("RLE string: count too long");
+      // 7 characters carry 35 bits, enough for any difference of 32-bit counts
+      // (what rle_to_string and pycocotools write); more would overflow below.
+      if (k >= 7) throw Error("RLE string: count too long");
       x |= static_cast<int64_t>(c & 0x1f) << (5 * k);
       more = (c & 0x20) != 0;
       ++p;

@@ -191,3 +191,26 @@ TEST(CocoJson, Files) {
     EXPECT_EQ(std::string(e.what()).rfind(dir + "/does_not_exist.json: cannot read file", 0), 0u) << e.what();
   }
 }
+
+// Found by fuzzing (fuzz/regressions/coco_*): malformed masks are errors.
+TEST(CocoJson, MalformedMasksAreErrors) {
+  const std::string head = R"({"images": [{"id": 1, "width": 6, "height": 4, "file_name": "a.jpg"},
+                                           {"id": 2, "height": 4, "file_name": "b.jpg"}],
+    "categories": [{"id": 1, "name": "x"}], "annotations": [)";
+  // A size beyond 32 bits (was undefined behaviour in the range check).
+  EXPECT_THROW(parse_coco_instances(head + R"({"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 1, 1],
+      "segmentation": {"size": [4e104, 6], "counts": [24]}}]})"), Error);
+  // Counts that do not sum to h*w: annotation_to_rle refuses them.
+  auto gt = parse_coco_instances(head + R"({"id": 5, "image_id": 1, "category_id": 1, "bbox": [0, 0, 1, 1],
+      "iscrowd": 1, "segmentation": {"size": [4, 6], "counts": [3, 4]}},
+      {"id": 6, "image_id": 2, "category_id": 1, "bbox": [0, 0, 1, 1],
+      "segmentation": [[0, 0, 2, 0, 2, 2]]}]})");
+  try {
+    annotation_to_rle(gt.annotations[0], *gt.find_image(1));
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("annotation 5: RLE counts sum to 7, not 4x6"), std::string::npos) << e.what();
+  }
+  // A polygon on an image without a width cannot be rasterised.
+  EXPECT_THROW(annotation_to_rle(gt.annotations[1], *gt.find_image(2)), Error);
+}

@@ -198,3 +198,29 @@ TEST(Rle, IouEdgeCases) {
   EXPECT_TRUE(rle_iou({}, {ra}, {0}).empty());
   EXPECT_THROW(rle_iou({ra}, {ra}, {0, 1}), Error);
 }
+
+// Found by fuzzing (fuzz/regressions/rle, coco_results): bounds on untrusted input.
+TEST(RleLimits, HostileInputIsAnErrorNotAHangOrUndefinedBehaviour) {
+  // A box 15.5 million px tall on a 48x64 image: the edge walk would visit
+  // 77 million points to draw 48 rows.
+  const std::vector<double> tall{2.5, 3, 2.5, 15555553, 21.5, 15555553, 21.5, 3};
+  try {
+    rle_from_polygon(tall, 48, 64);
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("perimeter"), std::string::npos) << e.what();
+  }
+  // The same box clipped to sane sizes still rasterises.
+  const std::vector<double> sane{2.5, 3, 2.5, 200, 21.5, 200, 21.5, 3};
+  EXPECT_EQ(rle_area(rle_from_polygon(sane, 48, 64)), rle_area(rle_from_polygon(sane, 48, 64)));
+  EXPECT_GT(rle_area(rle_from_polygon(sane, 48, 64)), 0u);
+  // 7 characters hold any 32-bit count difference; an 8th is refused (it
+  // would shift past 64 bits), and so are characters outside 48..111.
+  EXPECT_THROW(rle_from_string("oooooooO", 10, 10), Error);
+  EXPECT_THROW(rle_from_string("\x7f", 10, 10), Error);
+  const Rle big{100000, 100000, {1u << 31, 100000u * 100000u - (1u << 31)}};
+  EXPECT_EQ(rle_from_string(rle_to_string(big), big.h, big.w), big);
+  // An empty mask encodes without touching its (null) buffer.
+  EXPECT_EQ(rle_encode(nullptr, 0, 5).counts, std::vector<uint32_t>{0});
+  EXPECT_EQ(rle_encode(nullptr, 7, 0).counts, std::vector<uint32_t>{0});
+}

@@ -7,6 +7,7 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -183,6 +184,22 @@ TEST_F(PredictCli, FullDiskLeavesNoHalfWrittenOutput) {
   for (auto& entry : fs::directory_iterator(dir_))
     EXPECT_EQ(entry.path().filename().string().find("out.json"), std::string::npos)
         << "left behind: " << entry.path();
+}
+
+TEST_F(PredictCli, RealFullDiskLeavesNoHalfWrittenOutput) {
+  // ENOSPC from a 8 KiB tmpfs, where the results of 100 detections do not fit.
+  const std::string full = path("full"), listing = path("listing.txt");
+  const std::string prefix = full_disk_prefix(full, 8, listing);
+  if (prefix.empty()) GTEST_SKIP() << "no private tmpfs here (unshare -rm); the ulimit -f drill covers the path";
+  const std::string image = fixtures_dir("parity") + "/images/syn_301x77.png";
+  auto r = run("predict --threads 2 --weights " + weights_ + " --output-json " + full + "/out.json " + image,
+               prefix);
+  EXPECT_EQ(r.rc, 1) << r.err;
+  expect_clean_errors(r);
+  EXPECT_NE(r.err.find(full + "/out.json"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("No space left on device"), std::string::npos) << r.err;
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  EXPECT_EQ(slurp(listing), "") << "the full disk was left holding files";
 }
 
 TEST_F(PredictCli, MaxDetectionsLimitsTheOutput) {

@@ -205,4 +205,22 @@ TEST_F(TrainCli, BadInputIsAOneLineErrorAndHelpShowsDefaults) {
   EXPECT_NE(r.out.find("128"), std::string::npos) << r.out;
 }
 
+TEST_F(TrainCli, FullDiskDuringACheckpointSaveIsACleanError) {
+  // The output folder is a 2 MiB tmpfs: metrics fit, the 50 MB checkpoint does not.
+  const std::string full = path("full"), listing = path("listing.txt");
+  const std::string prefix = full_disk_prefix(full, 2048, listing);
+  if (prefix.empty()) GTEST_SKIP() << "no private tmpfs here (unshare -rm)";
+  auto r = run_maskrcnn(train_args() + "--iterations 2 --checkpoint-every 1 --output-dir " + full, dir_.string(),
+                        prefix);
+  EXPECT_EQ(r.rc, 1) << r.err;
+  EXPECT_NE(r.err.find("No space left on device"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("checkpoint.pth"), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find("terminate called"), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find("Exception raised from"), std::string::npos) << r.err;
+  // Nothing half-written stays: no checkpoint, no temporary.
+  const std::string left = slurp(listing);
+  EXPECT_EQ(left.find("checkpoint"), std::string::npos) << left;
+  EXPECT_EQ(left.find(".tmp"), std::string::npos) << left;
+}
+
 }  // namespace

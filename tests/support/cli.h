@@ -47,4 +47,15 @@ inline CmdResult run_maskrcnn(const std::string& args, const std::string& scratc
   return {WEXITSTATUS(status), slurp(out), slurp(err)};
 }
 
+// A real full disk: `folder` becomes a tmpfs of `kib` KiB in a private mount
+// namespace (unshare -rm: no root needed where user namespaces are allowed)
+// for the duration of one command, which then lists what the folder holds
+// into `listing`. Empty when this machine cannot do that (the caller skips).
+inline std::string full_disk_prefix(const std::string& folder, int kib, const std::string& listing) {
+  const std::string probe = "unshare -rm sh -c 'mount -t tmpfs -o size=4k tmpfs " + folder + "' 2>/dev/null";
+  if (std::system(("mkdir -p " + folder).c_str()) != 0 || std::system(probe.c_str()) != 0) return {};
+  return "unshare -rm sh -c 'mount -t tmpfs -o size=" + std::to_string(kib) + "k tmpfs " + folder +
+         " || exit 97; \"$0\" \"$@\"; rc=$?; ls -A " + folder + " > " + listing + "; exit $rc'";
+}
+
 }  // namespace maskrcnn::testing

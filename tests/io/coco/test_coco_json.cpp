@@ -199,18 +199,32 @@ TEST(CocoJson, MalformedMasksAreErrors) {
     "categories": [{"id": 1, "name": "x"}], "annotations": [)";
   // A size beyond 32 bits (was undefined behaviour in the range check).
   EXPECT_THROW(parse_coco_instances(head + R"({"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 1, 1],
-      "segmentation": {"size": [4e104, 6], "counts": [24]}}]})"), Error);
-  // Counts that do not sum to h*w: annotation_to_rle refuses them.
-  auto gt = parse_coco_instances(head + R"({"id": 5, "image_id": 1, "category_id": 1, "bbox": [0, 0, 1, 1],
-      "iscrowd": 1, "segmentation": {"size": [4, 6], "counts": [3, 4]}},
-      {"id": 6, "image_id": 2, "category_id": 1, "bbox": [0, 0, 1, 1],
-      "segmentation": [[0, 0, 2, 0, 2, 2]]}]})");
+      "area": 1, "segmentation": {"size": [4e104, 6], "counts": [24]}}]})"), Error);
+  // Counts that do not sum to h*w: refused when the file is read...
+  EXPECT_THROW(parse_coco_instances(head + R"({"id": 5, "image_id": 1, "category_id": 1, "bbox": [0, 0, 1, 1],
+      "area": 1, "iscrowd": 1, "segmentation": {"size": [4, 6], "counts": [3, 4]}}]})"), Error);
+  // ...and by annotation_to_rle for annotations built in code.
+  CocoImage img;
+  img.id = 1;
+  img.width = 6;
+  img.height = 4;
+  CocoAnnotation ann;
+  ann.id = 5;
+  ann.image_id = 1;
+  ann.segmentation.kind = CocoSegmentation::Kind::Counts;
+  ann.segmentation.h = 4;
+  ann.segmentation.w = 6;
+  ann.segmentation.counts = {3, 4};
   try {
-    annotation_to_rle(gt.annotations[0], *gt.find_image(1));
+    annotation_to_rle(ann, img);
     FAIL() << "no error";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("annotation 5: RLE counts sum to 7, not 4x6"), std::string::npos) << e.what();
   }
+  ann.segmentation.counts = {3, 21};
+  EXPECT_EQ(rle_area(annotation_to_rle(ann, img)), 21u);
   // A polygon on an image without a width cannot be rasterised.
-  EXPECT_THROW(annotation_to_rle(gt.annotations[1], *gt.find_image(2)), Error);
+  auto gt = parse_coco_instances(head + R"({"id": 6, "image_id": 2, "category_id": 1, "bbox": [0, 0, 1, 1],
+      "area": 1, "segmentation": [[0, 0, 2, 0, 2, 2]]}]})");
+  EXPECT_THROW(annotation_to_rle(gt.annotations[0], *gt.find_image(2)), Error);
 }

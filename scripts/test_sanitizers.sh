@@ -33,7 +33,9 @@ export UBSAN_OPTIONS="log_path=$LOGS/ubsan:print_stacktrace=1:halt_on_error=1:su
 cd "$ASAN_DIR"
 if [ ${#FIXTURE_ARGS[@]} -eq 0 ]; then ctest --output-on-failure -R '^fixture\.'; fi
 status=0
-ctest --output-on-failure -j "${TEST_JOBS:-1}" -E '^fixture\.' "$@" || status=$?
+# Tests use 2 threads each: one test per 2 cores.
+JOBS_TESTS=${TEST_JOBS:-$(( $(nproc) / 2 > 1 ? $(nproc) / 2 : 1 ))}
+ctest --output-on-failure -j "$JOBS_TESTS" -E '^fixture\.' "$@" || status=$?
 if compgen -G "$LOGS/*" >/dev/null; then
   echo "test_sanitizers: sanitizer reports:" >&2
   for f in "$LOGS"/*; do echo "== $f" >&2; head -60 "$f" >&2; done

@@ -35,7 +35,14 @@ if [ ${#FIXTURE_ARGS[@]} -eq 0 ]; then ctest --output-on-failure -R '^fixture\.'
 status=0
 # Tests use 2 threads each: one test per 2 cores.
 JOBS_TESTS=${TEST_JOBS:-$(( $(nproc) / 2 > 1 ? $(nproc) / 2 : 1 ))}
-ctest --output-on-failure -j "$JOBS_TESTS" -E '^fixture\.' "$@" || status=$?
+# Under ASan every large tensor allocation is a fresh mmap with its shadow
+# poisoned, so LibTorch-heavy tests run 4-5x slower. By default the 4 longest
+# end-to-end runs (3 model parity runs, one training run) are left out to fit CI's 90 minutes (35 min -> ~21 min); the
+# code they run is run here by the CLI parity tests (predict, eval) and the
+# training tests (NaN, resume, distributed, loss parity). SANITIZE_EXCLUDE='^fixture\.'
+# runs everything.
+EXCLUDE=${SANITIZE_EXCLUDE-'^(fixture\.|modeling\.Parity\.V|cli\.TrainCli\.LossFalls)'}
+ctest --output-on-failure -j "$JOBS_TESTS" -E "$EXCLUDE" "$@" || status=$?
 if compgen -G "$LOGS/*" >/dev/null; then
   echo "test_sanitizers: sanitizer reports:" >&2
   for f in "$LOGS"/*; do echo "== $f" >&2; head -60 "$f" >&2; done

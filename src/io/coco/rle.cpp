@@ -161,6 +161,12 @@ Rle rle_merge(const std::vector<Rle>& rles, bool intersect) {
   if (n == 0) return Rle{};
   if (n == 1) return rles[0];
   uint32_t h = rles[0].h, w = rles[0].w;
+  // Runs that do not cover their mask would make the walk below spin forever.
+  for (const Rle& r : rles) {
+    uint64_t total = 0;
+    for (uint32_t c : r.counts) total += c;
+    if (total != uint64_t{r.h} * r.w) throw Error("rle_merge: RLE counts do not sum to h*w");
+  }
   std::vector<uint32_t> cnts = rles[0].counts;
   if (cnts.empty()) cnts.push_back(0);
   for (size_t i = 1; i < n; ++i) {
@@ -209,6 +215,9 @@ Rle rle_merge(const std::vector<Rle>& rles, bool intersect) {
 }
 
 Rle rle_from_polygon(const double* xy, size_t k, uint32_t h, uint32_t w) {
+  // No pixels: maskApi's w-1 wraps and keeps every point, giving runs that
+  // do not sum to 0 (and a merge of such masks never ends).
+  if (h == 0 || w == 0) return Rle{h, w, {0}};
   const double scale = 5;
   // upsample and get discrete points densely along the entire boundary
   for (size_t j = 0; j < 2 * k; ++j)  // (int) of a NaN or huge value is undefined

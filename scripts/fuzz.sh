@@ -5,7 +5,8 @@
 # run; the input is saved as build-fuzz/artifacts/<target>-crash-*. Reproduce one
 # with `build-fuzz/fuzz/fuzz_<target> <file>`; once fixed, copy it into
 # fuzz/regressions/<target>/ so the ordinary suite replays it.
-#   FUZZ_SECONDS, FUZZ_TARGETS (default: all five), FUZZ_BUILD_DIR, JOBS
+#   FUZZ_SECONDS, FUZZ_TARGETS (default: all five), FUZZ_SEED (default 1: CI runs
+#   the same mutations each time), FUZZ_BUILD_DIR, JOBS
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
@@ -37,7 +38,7 @@ for t in $TARGETS; do
   [ -d "fuzz/regressions/$t" ] && extra=("$ROOT/fuzz/regressions/$t")
   echo "fuzz: $t for ${SECONDS_EACH}s"
   if ! "$DIR/fuzz/fuzz_$t" "$corpus" "$SEEDS/$t" "${extra[@]}" -max_total_time="$SECONDS_EACH" \
-      -timeout=10 -rss_limit_mb=2048 -max_len=65536 -print_final_stats=1 \
+      -seed="${FUZZ_SEED:-1}" -timeout=10 -rss_limit_mb=2048 -max_len=65536 -print_final_stats=1 \
       -artifact_prefix="$ROOT/$DIR/artifacts/$t-" >"$DIR/artifacts/$t.log" 2>&1; then
     echo "fuzz: $t FAILED; log $DIR/artifacts/$t.log:" >&2
     grep -E "ERROR|SUMMARY|runtime error|Test unit written|==[0-9]+==" "$DIR/artifacts/$t.log" | head -20 >&2

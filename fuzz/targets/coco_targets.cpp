@@ -21,9 +21,7 @@ void use_masks(const CocoDataset& gt, const std::vector<CocoAnnotation>& anns) {
     if (img == nullptr) continue;
     try {
       Rle r = annotation_to_rle(ann, *img);
-      uint64_t total = 0;
-      for (uint32_t c : r.counts) total += c;
-      if (!r.counts.empty() && total != uint64_t(r.h) * r.w) std::abort();  // counts must cover the image
+      if (!r.counts.empty() && rle_total(r) != uint64_t(r.h) * r.w) std::abort();  // counts must cover the image
       if (rle_area(r) > uint64_t(r.h) * r.w) std::abort();
       (void)rle_to_bbox(r);
       masks.push_back(std::move(r));

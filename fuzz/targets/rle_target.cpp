@@ -11,10 +11,8 @@ namespace {
 
 // Properties every RLE has; a violation aborts (the fuzzer's "crash").
 void check(const Rle& r) {
-  uint64_t total = 0;
-  for (uint32_t c : r.counts) total += c;
   const uint64_t pixels = uint64_t(r.h) * r.w;
-  if (total != pixels) {  // counts that do not cover the image: decoding must refuse
+  if (rle_total(r) != pixels) {  // counts that do not cover the image: decoding must refuse
     try {
       (void)rle_decode(r);
     } catch (const Error&) {

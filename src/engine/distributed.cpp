@@ -135,9 +135,9 @@ struct ProcessGroup::Impl {
 
   // Packs the tensors into flat buckets, queues one collective per bucket (all
   // before the first wait, so Gloo's worker threads run them concurrently),
-  // waits, applies `post` to each flat buffer and copies the results back.
-  template <class Launch, class Post>
-  void bucketed(const char* op, std::vector<at::Tensor>& ts, Launch launch, Post post) {
+  // waits and copies the results back.
+  template <class Launch>
+  void bucketed(const char* op, std::vector<at::Tensor>& ts, Launch launch) {
     at::NoGradGuard no_grad;
     auto buckets = make_buckets(ts, bucket_bytes);
     std::vector<at::Tensor> flats;
@@ -151,7 +151,6 @@ struct ProcessGroup::Impl {
     }
     wait_all(op, works);
     for (std::size_t k = 0; k < buckets.size(); ++k) {
-      post(flats[k]);
       int64_t off = 0;
       for (auto i : buckets[k]) {
         ts[i].copy_(flats[k].narrow(0, off, ts[i].numel()).view(ts[i].sizes()));
@@ -218,15 +217,6 @@ int ProcessGroup::local_rank() const { return impl_->local_rank; }
 std::size_t ProcessGroup::bucket_bytes() const { return impl_->bucket_bytes; }
 void ProcessGroup::set_bucket_bytes(std::size_t bytes) { impl_->bucket_bytes = bytes ? bytes : 1; }
 
-void ProcessGroup::allreduce_mean(std::vector<at::Tensor>& tensors) {
-  impl_->check_usable("allreduce");
-  check_tensors(tensors, "allreduce_mean", true);
-  impl_->bucketed(
-      "allreduce", tensors,
-      [&](std::vector<at::Tensor>& one) { return impl_->gloo->allreduce(one); },  // ReduceOp::SUM
-      [&](at::Tensor& flat) { flat.div_(impl_->world); });
-}
-
 void ProcessGroup::broadcast(std::vector<at::Tensor>& tensors, int root) {
   impl_->check_usable("broadcast");
   check_tensors(tensors, "broadcast", false);
@@ -234,8 +224,7 @@ void ProcessGroup::broadcast(std::vector<at::Tensor>& tensors, int root) {
   c10d::BroadcastOptions o;
   o.rootRank = root;
   impl_->bucketed(
-      "broadcast", tensors, [&](std::vector<at::Tensor>& one) { return impl_->gloo->broadcast(one, o); },
-      [](at::Tensor&) {});
+      "broadcast", tensors, [&](std::vector<at::Tensor>& one) { return impl_->gloo->broadcast(one, o); });
 }
 
 void ProcessGroup::barrier() {

@@ -38,12 +38,9 @@ class ProcessGroup {
   int world_size() const;
   int local_rank() const;
 
-  // In place: every tensor becomes the mean over ranks. Tensors are packed
-  // into flat buckets of at most bucket_bytes() (one dtype per bucket), all
-  // buckets are reduced concurrently, then copied back. Floating dtypes only;
-  // undefined tensors are an error (pass zeros for unused gradients).
-  void allreduce_mean(std::vector<at::Tensor>& tensors);
-  // In place: every tensor takes root's values (same bucketing).
+  // In place: every tensor takes root's values. Tensors are packed into flat
+  // buckets of at most bucket_bytes() (one dtype per bucket), all broadcast
+  // concurrently, then copied back. (Gradients: GradientAverager below.)
   void broadcast(std::vector<at::Tensor>& tensors, int root);
   void barrier();
   // Sum over ranks (divide by world_size() for the mean).

@@ -341,8 +341,7 @@ namespace {
 // Runs that do not cover the mask exactly would make areas and IoUs read
 // past it (pycocotools takes them as they are and computes garbage).
 Rle checked_rle(Rle r, int64_t ann_id) {
-  uint64_t total = 0;
-  for (uint32_t c : r.counts) total += c;
+  const uint64_t total = rle_total(r);
   if (total != uint64_t{r.h} * r.w)
     throw Error("annotation " + std::to_string(ann_id) + ": RLE counts sum to " + std::to_string(total) +
                 ", not " + std::to_string(r.h) + "x" + std::to_string(r.w) + " = " +

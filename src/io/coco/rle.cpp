@@ -162,11 +162,8 @@ Rle rle_merge(const std::vector<Rle>& rles, bool intersect) {
   if (n == 1) return rles[0];
   uint32_t h = rles[0].h, w = rles[0].w;
   // Runs that do not cover their mask would make the walk below spin forever.
-  for (const Rle& r : rles) {
-    uint64_t total = 0;
-    for (uint32_t c : r.counts) total += c;
-    if (total != uint64_t{r.h} * r.w) throw Error("rle_merge: RLE counts do not sum to h*w");
-  }
+  for (const Rle& r : rles)
+    if (rle_total(r) != uint64_t{r.h} * r.w) throw Error("rle_merge: RLE counts do not sum to h*w");
   std::vector<uint32_t> cnts = rles[0].counts;
   if (cnts.empty()) cnts.push_back(0);
   for (size_t i = 1; i < n; ++i) {

@@ -126,6 +126,8 @@ TrainReport train(const TrainOptions& o) {
   class_names.resize(num_classes);
 
   const std::string ckpt = engine::checkpoint_path(o.output_dir);
+  // A run killed during a save leaves its temporary (checkpoint.pth.tmp.PID).
+  if (main_process) io::remove_stale_temporaries(ckpt);
   std::optional<MaskRCNN> model;
   int64_t start = 0;
   std::vector<std::pair<std::string, at::Tensor>> momentum;

@@ -12,4 +12,8 @@ inline void write_file_atomic(const std::string& path, const std::string& text) 
   write_file_atomic(path, text.data(), text.size());
 }
 
+// Removes `path`'s temporaries (path.tmp.PID) that a killed process left
+// behind: those whose PID is no longer running. Returns how many it removed.
+int remove_stale_temporaries(const std::string& path);
+
 }  // namespace maskrcnn::io

@@ -130,21 +130,35 @@ TEST_F(TrainCli, NanStopsCleanlyAndResumeContinuesBitForBit) {
 }
 
 TEST_F(TrainCli, KillDuringCheckpointSavesNeverLosesTheCheckpoint) {
-  // Checkpoint after every iteration, and kill -9 the run at several moments.
+  // Checkpoint after every iteration, and kill -9 the run while it writes one:
+  // once a first checkpoint exists, the shell watches for this process's
+  // temporary file (checkpoint.pth.tmp.PID) and kills at several offsets into
+  // the next save. Waiting for the file, not a
+  // fixed delay, keeps the drill on target however slow the machine (ASan).
   const std::string args = train_args() + "--iterations 40 --checkpoint-every 1 --output-dir " + path("run");
-  for (double delay : {6.0, 7.3, 8.9}) {
-    const std::string cmd = "(" + maskrcnn_bin() + " " + args + " >/dev/null 2>&1 & pid=$!; sleep " +
-                            std::to_string(delay) + "; kill -9 $pid; wait $pid) 2>/dev/null";
-    std::system(cmd.c_str());
-    if (!fs::exists(path("run/checkpoint.pth"))) continue;  // killed before the first save
+  const std::string ckpt = path("run/checkpoint.pth"), tmp = ckpt + ".tmp.";
+  int killed_during_save = 0;
+  for (const char* delay : {"0", "0.02", "0.1"}) {
+    const std::string cmd =
+        "(" + maskrcnn_bin() + " " + args + " >/dev/null 2>&1 & pid=$!; i=0; "
+        "while ! { [ -e " + ckpt + " ] && [ -e " + tmp + "$pid ]; } && kill -0 $pid && [ $i -lt 60000 ]; do sleep 0.01; i=$((i+1)); done; "
+        "sleep " + delay + "; [ -e " + tmp + "$pid ]; seen=$?; kill -9 $pid; wait $pid; exit $seen) 2>/dev/null";
+    const int status = std::system(cmd.c_str());
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0) ++killed_during_save;
+    ASSERT_TRUE(fs::exists(path("run/checkpoint.pth"))) << "no checkpoint was written before the kill";
     auto state = maskrcnn::load_state_dict(path("run/checkpoint.pth"));  // must not throw
     EXPECT_EQ(state.back().first, "meta.iteration");
   }
-  ASSERT_TRUE(fs::exists(path("run/checkpoint.pth"))) << "no checkpoint was ever written";
+  // The first kill lands as the temporary file appears, so at least that one
+  // hit a save in progress.
+  EXPECT_GE(killed_during_save, 1);
   auto r = run(args + " --resume");
   ASSERT_EQ(r.rc, 0) << r.err;
   EXPECT_NE(r.err.find("resuming from"), std::string::npos) << r.err;
   EXPECT_TRUE(fs::exists(path("run/model_final.pth")));
+  // The temporaries of the killed runs were cleared on the way.
+  for (const auto& entry : fs::directory_iterator(path("run")))
+    EXPECT_EQ(entry.path().filename().string().find(".tmp."), std::string::npos) << entry.path();
 }
 
 TEST_F(TrainCli, FineTuningReinitialisesPredictorsAndKeepsFrozenLayers) {

@@ -9,8 +9,6 @@
 
 #include <ATen/ATen.h>
 
-#include <chrono>
-#include <cstdio>
 #include <string>
 
 #include "io/checkpoint/torch_file.h"
@@ -166,19 +164,4 @@ TEST(SaveStateDict, FailuresLeaveNoFile) {
   EXPECT_TRUE(maskrcnn::load_state_dict(path).at(0).second.equal(at::ones({2})));
   std::string tmp = path + ".tmp." + std::to_string(::getpid());
   EXPECT_NE(::access(tmp.c_str(), F_OK), 0);
-}
-
-// A Mask R-CNN sized checkpoint (~170 MB), when $MASKRCNN_BIG_CHECKPOINT names one;
-// prints the load time (the bench for "well under a second").
-TEST(LoadStateDict, BigCheckpointTiming) {
-  const char* big = std::getenv("MASKRCNN_BIG_CHECKPOINT");
-  if (big == nullptr) GTEST_SKIP() << "set MASKRCNN_BIG_CHECKPOINT=<file.pth> to time a large load";
-  for (int run = 0; run < 3; ++run) {
-    auto t0 = std::chrono::steady_clock::now();
-    maskrcnn::StateDict sd = maskrcnn::load_state_dict(big);
-    double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    size_t bytes = 0;
-    for (const auto& kv : sd) bytes += kv.second.numel() * kv.second.element_size();
-    std::printf("load_state_dict(%s): %zu tensors, %.1f MB in %.3f s\n", big, sd.size(), bytes / 1e6, secs);
-  }
 }

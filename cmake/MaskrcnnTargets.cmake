@@ -34,7 +34,28 @@ file(GLOB_RECURSE CORE_SOURCES CONFIGURE_DEPENDS
   ${PROJECT_SOURCE_DIR}/src/ops/*.cpp
   ${PROJECT_SOURCE_DIR}/src/modeling/*.cpp
   ${PROJECT_SOURCE_DIR}/src/structures/*.cpp)
+# oneDNN, called directly for Winograd convolutions at inference (the library
+# Debian's LibTorch links; a pip LibTorch hides its copy, so it is optional).
+set(MASKRCNN_HAVE_DNNL OFF)
+if(NOT MASKRCNN_WITH_DNNL STREQUAL "OFF")
+  find_path(DNNL_INCLUDE_DIR oneapi/dnnl/dnnl.hpp)
+  find_library(DNNL_LIBRARY NAMES dnnl)
+  if(DNNL_INCLUDE_DIR AND DNNL_LIBRARY)
+    set(MASKRCNN_HAVE_DNNL ON)
+  elseif(MASKRCNN_WITH_DNNL STREQUAL "ON")
+    message(FATAL_ERROR "MASKRCNN_WITH_DNNL=ON but oneDNN was not found (apt-get install libdnnl-dev)")
+  endif()
+endif()
+message(STATUS "maskrcnn: oneDNN Winograd convolutions: ${MASKRCNN_HAVE_DNNL}")
+if(NOT MASKRCNN_HAVE_DNNL)
+  list(FILTER CORE_SOURCES EXCLUDE REGEX "/src/ops/conv/dnnl_[^/]*\\.cpp$")
+endif()
 maskrcnn_static_library(maskrcnn_core ${CORE_SOURCES})
+if(MASKRCNN_HAVE_DNNL)
+  target_compile_definitions(maskrcnn_core PRIVATE MASKRCNN_HAVE_DNNL)
+  target_include_directories(maskrcnn_core PRIVATE ${DNNL_INCLUDE_DIR})
+  target_link_libraries(maskrcnn_core PRIVATE ${DNNL_LIBRARY})
+endif()
 target_include_directories(maskrcnn_core PUBLIC
   $<BUILD_INTERFACE:${MASKRCNN_INCLUDE}> $<INSTALL_INTERFACE:include>
   PRIVATE ${PROJECT_SOURCE_DIR}/src)

@@ -5,7 +5,7 @@ set -euo pipefail
 
 PKGS=(
   build-essential cmake ninja-build ccache pkg-config git
-  libtorch-dev libopenblas-dev libgloo-dev
+  libtorch-dev libopenblas-dev libgloo-dev libdnnl-dev
   libopencv-dev
   libsimdjson-dev nlohmann-json3-dev libcli11-dev libfmt-dev
   libgtest-dev libgmock-dev libbenchmark-dev

@@ -16,4 +16,8 @@ void add_train_command(CLI::App& app);
 void add_annotation_size_limit(CLI::App* cmd, double& megabytes);
 void apply_annotation_size_limit(double megabytes);
 
+// --conv winograd|direct on commands that run the model (set_conv_algorithm).
+void add_conv_option(CLI::App* cmd, std::string& algorithm);
+void apply_conv_option(const std::string& algorithm);
+
 }  // namespace maskrcnn::cli

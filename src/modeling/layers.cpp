@@ -2,6 +2,8 @@
 
 #include <torch/nn/init.h>
 
+#include "modeling/inference_conv.h"
+
 namespace maskrcnn::modeling {
 
 BatchNorm2dImpl::BatchNorm2dImpl(int64_t channels, bool frozen, double eps)
@@ -38,7 +40,8 @@ at::Tensor BatchNorm2dImpl::forward(const at::Tensor& x) {
                         eps_, /*cudnn_enabled=*/true);
 }
 
-ConvNormActImpl::ConvNormActImpl(const Options& o) : relu_(o.relu) {
+ConvNormActImpl::ConvNormActImpl(const Options& o)
+    : relu_(o.relu), run_(std::make_unique<InferenceConv>()) {
   const int64_t pad = o.padding >= 0 ? o.padding : (o.kernel - 1) / 2 * o.dilation;
   conv = register_module("0", torch::nn::Conv2d(torch::nn::Conv2dOptions(o.in, o.out, o.kernel)
                                                     .stride(o.stride)
@@ -48,10 +51,10 @@ ConvNormActImpl::ConvNormActImpl(const Options& o) : relu_(o.relu) {
   if (o.norm) norm = register_module("1", BatchNorm2d(o.out, o.frozen_norm, o.norm_eps));
 }
 
+ConvNormActImpl::~ConvNormActImpl() = default;
+
 at::Tensor ConvNormActImpl::forward(const at::Tensor& x) {
-  auto y = conv->forward(x);
-  if (norm) y = norm->forward(y);
-  return relu_ ? at::relu(y) : y;
+  return (*run_)(*conv, norm ? norm.get() : nullptr, x, relu_);
 }
 
 void init_kaiming_fan_out(torch::nn::Module& m) {

@@ -1,11 +1,15 @@
 // Small building blocks with torchvision's parameter names, so that
 // named_parameters()/named_buffers() produce torchvision's state_dict keys.
 #pragma once
+#include <memory>
+
 #include <torch/nn/module.h>
 #include <torch/nn/modules/conv.h>
 #include <torch/nn/modules/linear.h>
 
 namespace maskrcnn::modeling {
+
+class InferenceConv;
 
 // BatchNorm2d or FrozenBatchNorm2d (buffers only, no num_batches_tracked).
 class BatchNorm2dImpl : public torch::nn::Module {
@@ -37,6 +41,7 @@ class ConvNormActImpl : public torch::nn::Module {
     bool relu = true;
   };
   explicit ConvNormActImpl(const Options& o);
+  ~ConvNormActImpl() override;
   at::Tensor forward(const at::Tensor& x);
 
   torch::nn::Conv2d conv{nullptr};
@@ -44,6 +49,7 @@ class ConvNormActImpl : public torch::nn::Module {
 
  private:
   bool relu_;
+  std::unique_ptr<InferenceConv> run_;  // batch norm folded, Winograd (inference_conv.h)
 };
 TORCH_MODULE(ConvNormAct);
 

@@ -3,6 +3,7 @@
 #include <torch/nn/functional/pooling.h>
 
 #include "maskrcnn/error.h"
+#include "modeling/inference_conv.h"
 
 namespace maskrcnn::modeling {
 namespace {
@@ -16,7 +17,11 @@ torch::nn::Conv2d conv(int64_t in, int64_t out, int64_t k, int64_t stride, int64
 
 ResNetBlockImpl::ResNetBlockImpl(bool bottleneck, int64_t inplanes, int64_t planes,
                                  int64_t stride, bool has_downsample, NormSpec n)
-    : bottleneck_(bottleneck) {
+    : bottleneck_(bottleneck),
+      run1_(std::make_unique<InferenceConv>()),
+      run2_(std::make_unique<InferenceConv>()),
+      run3_(std::make_unique<InferenceConv>()),
+      run_downsample_(std::make_unique<InferenceConv>()) {
   const int64_t expansion = bottleneck ? 4 : 1;
   if (bottleneck) {
     conv1 = register_module("conv1", conv(inplanes, planes, 1, 1, 0));
@@ -38,20 +43,24 @@ ResNetBlockImpl::ResNetBlockImpl(bool bottleneck, int64_t inplanes, int64_t plan
   }
 }
 
+ResNetBlockImpl::~ResNetBlockImpl() = default;
+
 at::Tensor ResNetBlockImpl::forward(const at::Tensor& x) {
-  auto out = at::relu(bn1(conv1(x)));
+  // relu(bn(conv(.)) + identity) in one step: the residual add and the ReLU
+  // fuse into the last convolution on the inference fast path.
+  at::Tensor identity = x;
+  if (downsample)
+    identity = (*run_downsample_)(*downsample[0]->as<torch::nn::Conv2dImpl>(),
+                                  downsample[1]->as<BatchNorm2dImpl>(), x, /*relu=*/false);
+  auto out = (*run1_)(*conv1, bn1.get(), x, /*relu=*/true);
   if (bottleneck_) {
-    out = at::relu(bn2(conv2(out)));
-    out = bn3(conv3(out));
-  } else {
-    out = bn2(conv2(out));
+    out = (*run2_)(*conv2, bn2.get(), out, /*relu=*/true);
+    return (*run3_)(*conv3, bn3.get(), out, /*relu=*/true, identity);
   }
-  auto identity = downsample ? downsample->forward(x) : x;
-  out += identity;
-  return at::relu_(out);
+  return (*run2_)(*conv2, bn2.get(), out, /*relu=*/true, identity);
 }
 
-ResNetBodyImpl::ResNetBodyImpl(int depth, NormSpec n) {
+ResNetBodyImpl::ResNetBodyImpl(int depth, NormSpec n) : run_stem_(std::make_unique<InferenceConv>()) {
   std::vector<int> blocks;
   bool bottleneck = true;
   switch (depth) {
@@ -82,8 +91,10 @@ ResNetBodyImpl::ResNetBodyImpl(int depth, NormSpec n) {
   init_kaiming_fan_out(*this);  // torchvision's ResNet init for convs
 }
 
+ResNetBodyImpl::~ResNetBodyImpl() = default;
+
 std::vector<at::Tensor> ResNetBodyImpl::forward(const at::Tensor& x) {
-  auto y = at::relu(bn1(conv1(x)));
+  auto y = (*run_stem_)(*conv1, bn1.get(), x, /*relu=*/true);
   y = at::max_pool2d(y, {3, 3}, {2, 2}, {1, 1});
   std::vector<at::Tensor> outs;
   for (auto& layer : layers_) {

@@ -5,6 +5,7 @@
 #include <torch/nn/modules/container/sequential.h>
 #include <torch/nn/modules/conv.h>
 
+#include <memory>
 #include <vector>
 
 #include "modeling/layers.h"
@@ -21,10 +22,12 @@ class ResNetBlockImpl : public torch::nn::Module {
  public:
   ResNetBlockImpl(bool bottleneck, int64_t inplanes, int64_t planes, int64_t stride,
                   bool downsample, NormSpec norm);
+  ~ResNetBlockImpl() override;
   at::Tensor forward(const at::Tensor& x);
 
  private:
   bool bottleneck_;
+  std::unique_ptr<InferenceConv> run1_, run2_, run3_, run_downsample_;
   torch::nn::Conv2d conv1{nullptr}, conv2{nullptr}, conv3{nullptr};
   BatchNorm2d bn1{nullptr}, bn2{nullptr}, bn3{nullptr};
   torch::nn::Sequential downsample{nullptr};
@@ -41,8 +44,10 @@ class ResNetBodyImpl : public torch::nn::Module {
   // Freezes conv1 and the first (5 - trainable_layers) of layer1..layer4, like
   // torchvision's _resnet_fpn_extractor.
   void freeze(int trainable_layers);
+  ~ResNetBodyImpl() override;
 
  private:
+  std::unique_ptr<InferenceConv> run_stem_;
   torch::nn::Conv2d conv1{nullptr};
   BatchNorm2d bn1{nullptr};
   std::vector<torch::nn::Sequential> layers_;

@@ -1,0 +1,192 @@
+#include "modeling/inference_conv.h"
+
+#include <ATen/ATen.h>
+#include <c10/core/GradMode.h>
+
+#include <atomic>
+#include <stdexcept>
+#include <variant>
+
+#include "maskrcnn/model.h"
+#ifdef MASKRCNN_HAVE_DNNL
+#include "ops/conv/dnnl_conv2d.h"
+#endif
+
+namespace maskrcnn {
+namespace {
+#ifdef MASKRCNN_HAVE_DNNL
+std::atomic<ConvAlgorithm> g_algorithm{ConvAlgorithm::Winograd};
+#else
+std::atomic<ConvAlgorithm> g_algorithm{ConvAlgorithm::Direct};
+#endif
+}  // namespace
+
+void set_conv_algorithm(ConvAlgorithm algorithm) {
+  g_algorithm = winograd_available() ? algorithm : ConvAlgorithm::Direct;
+}
+ConvAlgorithm conv_algorithm() { return g_algorithm; }
+
+bool winograd_available() {
+#ifdef MASKRCNN_HAVE_DNNL
+  // Probe once: oneDNN implements Winograd only on some CPUs (AVX-512).
+  static const bool available = [] {
+    try {
+      ops::DnnlConvOptions o;
+      o.padding = 1;
+      o.winograd = true;
+      ops::DnnlConv2d probe(at::zeros({16, 16, 3, 3}), at::Tensor(), {1, 16, 8, 8}, o);
+      return true;
+    } catch (const std::exception&) {
+      return false;
+    }
+  }();
+  return available;
+#else
+  return false;
+#endif
+}
+
+namespace modeling {
+namespace {
+
+int64_t version_of(const at::Tensor& t) {
+  if (!t.defined()) return -1;
+  return t.is_inference() ? 0 : static_cast<int64_t>(t._version());
+}
+
+void add_key(std::vector<int64_t>& key, const at::Tensor& t) {
+  key.push_back(t.defined() ? reinterpret_cast<int64_t>(t.unsafeGetTensorImpl()) : 0);
+  key.push_back(t.defined() ? reinterpret_cast<int64_t>(t.data_ptr()) : 0);
+  key.push_back(version_of(t));
+}
+
+// Most layers see one input shape per image; the RPN head sees one per level
+// and the mask head one per detection count. Enough for both, bounded.
+constexpr size_t kMaxPrimitives = 8;
+
+// The (h, w) padding, or null for 'same'/'valid'. The options hold a
+// c10::variant in LibTorch 1.x and a std::variant in 2.x: get_if is found
+// through the using-declaration or by argument-dependent lookup.
+const torch::ExpandingArray<2>* explicit_padding(const torch::nn::detail::ConvNdOptions<2>& options) {
+  using std::get_if;
+  return get_if<0>(&options.padding());
+}
+
+}  // namespace
+
+struct InferenceConv::Primitive {
+  std::vector<int64_t> key;  // N, C, H, W, threads, relu, residual
+  std::shared_ptr<const ops::DnnlConv2d> conv;  // null: oneDNN has none for it
+};
+
+InferenceConv::InferenceConv() = default;
+InferenceConv::~InferenceConv() = default;
+
+std::pair<at::Tensor, at::Tensor> InferenceConv::folded(const torch::nn::Conv2dImpl& conv,
+                                                        const BatchNorm2dImpl* bn) {
+  std::vector<int64_t> key;
+  add_key(key, conv.weight);
+  add_key(key, conv.bias);
+  if (bn) {
+    add_key(key, bn->weight);
+    add_key(key, bn->bias);
+    add_key(key, bn->running_mean);
+    add_key(key, bn->running_var);
+  }
+  if (key != folded_key_ || !weight_.defined()) {
+    if (!bn) {
+      weight_ = conv.weight.detach();
+      bias_ = conv.bias.defined() ? conv.bias.detach() : at::Tensor();
+    } else {
+      // bn(conv(x)) = conv(x) * scale + shift = conv_{w * scale}(x) + (b * scale + shift)
+      auto [scale, shift] = bn->affine();
+      weight_ = conv.weight.detach() * scale.reshape({-1, 1, 1, 1});
+      bias_ = conv.bias.defined() ? conv.bias.detach() * scale + shift : shift;
+    }
+    folded_key_ = std::move(key);
+    primitives_.clear();  // built from the old weights
+  }
+  return {weight_, bias_};
+}
+
+std::shared_ptr<const ops::DnnlConv2d> InferenceConv::primitive(const torch::nn::Conv2dImpl& conv,
+                                                                const at::Tensor& weight, const at::Tensor& bias,
+                                                                const at::Tensor& x, bool relu, bool residual) {
+#ifdef MASKRCNN_HAVE_DNNL
+  // oneDNN fixes a primitive's thread count when it is built.
+  const std::vector<int64_t> key{x.size(0), x.size(1), x.size(2), x.size(3), at::get_num_threads(), relu, residual};
+  for (auto it = primitives_.begin(); it != primitives_.end(); ++it) {
+    if (it->key != key) continue;
+    primitives_.splice(primitives_.begin(), primitives_, it);
+    return it->conv;
+  }
+  std::shared_ptr<const ops::DnnlConv2d> made;
+  try {
+    ops::DnnlConvOptions o;
+    o.padding = (*explicit_padding(conv.options))->at(0);
+    o.winograd = true;
+    o.relu = relu;
+    o.residual = residual;
+    const ops::DnnlConv2d* same_weights = nullptr;
+    for (const auto& p : primitives_)
+      if (p.conv) same_weights = p.conv.get();
+    made = std::make_shared<const ops::DnnlConv2d>(
+        weight, bias, std::array<int64_t, 4>{x.size(0), x.size(1), x.size(2), x.size(3)}, o, same_weights);
+  } catch (const std::exception&) {
+    // No Winograd for this shape on this CPU: LibTorch's convolution instead.
+  }
+  primitives_.push_front({key, made});
+  if (primitives_.size() > kMaxPrimitives) primitives_.pop_back();
+  return made;
+#else
+  (void)conv, (void)weight, (void)bias, (void)x, (void)relu, (void)residual;
+  return nullptr;
+#endif
+}
+
+at::Tensor InferenceConv::operator()(const torch::nn::Conv2dImpl& conv, const BatchNorm2dImpl* bn,
+                                     const at::Tensor& x, bool relu, const at::Tensor& residual) {
+  const bool bn_is_affine = !bn || bn->frozen() || !bn->is_training();
+  if (at::GradMode::is_enabled() || !bn_is_affine) {
+    // Training: the modules themselves, so autograd sees torchvision's graph.
+    auto y = const_cast<torch::nn::Conv2dImpl&>(conv).forward(x);
+    if (bn) y = const_cast<BatchNorm2dImpl*>(bn)->forward(y);
+    if (residual.defined()) y = y + residual;
+    return relu ? at::relu(y) : y;
+  }
+  const auto& opt = conv.options;
+  const auto* padding = explicit_padding(opt);
+  const bool padding_is_explicit = padding != nullptr;
+  const bool winograd_shape = padding_is_explicit && opt.kernel_size()->at(0) == 3 && opt.kernel_size()->at(1) == 3 &&
+                              opt.stride()->at(0) == 1 && opt.stride()->at(1) == 1 && opt.dilation()->at(0) == 1 &&
+                              opt.dilation()->at(1) == 1 && opt.groups() == 1 && padding_is_explicit &&
+                              (*padding)->at(0) == (*padding)->at(1);
+  std::shared_ptr<const ops::DnnlConv2d> fast;
+  at::Tensor weight, bias;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    std::tie(weight, bias) = folded(conv, bn);
+    if (winograd_shape && conv_algorithm() == ConvAlgorithm::Winograd && x.device().is_cpu() &&
+        x.scalar_type() == at::kFloat && x.dim() == 4 && x.numel() > 0 &&
+        (!residual.defined() || residual.scalar_type() == at::kFloat))
+      fast = primitive(conv, weight, bias, x, relu, residual.defined());
+  }
+#ifdef MASKRCNN_HAVE_DNNL
+  if (fast) {
+    ++winograd_calls_;
+    return fast->forward(x, residual);
+  }
+#endif
+  if (!padding_is_explicit) {  // 'same'/'valid' padding: the module's own path, unfolded
+    auto y = const_cast<torch::nn::Conv2dImpl&>(conv).forward(x);
+    if (bn) y = const_cast<BatchNorm2dImpl*>(bn)->forward(y);
+    if (residual.defined()) y.add_(residual);
+    return relu ? y.relu_() : y;
+  }
+  auto y = at::conv2d(x, weight, bias, *opt.stride(), **padding, *opt.dilation(), opt.groups());
+  if (residual.defined()) y.add_(residual);
+  return relu ? y.relu_() : y;
+}
+
+}  // namespace modeling
+}  // namespace maskrcnn

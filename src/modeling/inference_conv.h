@@ -1,0 +1,56 @@
+// Convolution + batch norm + residual add + ReLU, the unit the backbone, FPN,
+// RPN and mask head are made of, with an inference fast path:
+//   * batch norm in eval mode (FrozenBatchNorm2d, or BatchNorm2d not training)
+//     is folded into the convolution's weights and bias, once per weight
+//     version, instead of a pass over every output;
+//   * 3x3 stride-1 convolutions run oneDNN's Winograd F(4x4, 3x3) with the
+//     bias, residual add and ReLU fused (when built with oneDNN and
+//     conv_algorithm() is Winograd), the rest LibTorch's convolution.
+// With gradients enabled (training) it is exactly relu(bn(conv(x)) + residual).
+#pragma once
+#include <ATen/core/Tensor.h>
+#include <torch/nn/modules/conv.h>
+
+#include <atomic>
+#include <list>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "modeling/layers.h"
+
+namespace maskrcnn::ops {
+class DnnlConv2d;
+}
+
+namespace maskrcnn::modeling {
+
+class InferenceConv {
+ public:
+  InferenceConv();
+  ~InferenceConv();
+  InferenceConv(const InferenceConv&) = delete;
+  InferenceConv& operator=(const InferenceConv&) = delete;
+
+  // relu(bn(conv(x)) + residual); bn and residual optional.
+  at::Tensor operator()(const torch::nn::Conv2dImpl& conv, const BatchNorm2dImpl* bn,
+                        const at::Tensor& x, bool relu, const at::Tensor& residual = {});
+  // How many calls oneDNN's Winograd served (the rest ran LibTorch's convolution).
+  int64_t winograd_calls() const { return winograd_calls_; }
+
+ private:
+  struct Primitive;
+  // The folded (weight, bias) for the current parameter versions.
+  std::pair<at::Tensor, at::Tensor> folded(const torch::nn::Conv2dImpl& conv, const BatchNorm2dImpl* bn);
+  std::shared_ptr<const ops::DnnlConv2d> primitive(const torch::nn::Conv2dImpl& conv, const at::Tensor& weight,
+                                                   const at::Tensor& bias, const at::Tensor& x, bool relu,
+                                                   bool residual);
+
+  std::mutex mutex_;
+  std::vector<int64_t> folded_key_;
+  at::Tensor weight_, bias_;
+  std::list<Primitive> primitives_;  // most recently used first
+  std::atomic<int64_t> winograd_calls_{0};
+};
+
+}  // namespace maskrcnn::modeling

@@ -1,0 +1,141 @@
+// InferenceConv: batch norm folded into the convolution, oneDNN Winograd for
+// 3x3 stride-1 convolutions, and the modules' own path when training. Checked
+// against LibTorch's modules computed in double precision.
+#include <gtest/gtest.h>
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <c10/core/InferenceMode.h>
+#include <torch/nn/modules/conv.h>
+
+#include "maskrcnn/model.h"
+#include "modeling/inference_conv.h"
+#include "modeling/layers.h"
+
+using maskrcnn::modeling::BatchNorm2d;
+using maskrcnn::modeling::InferenceConv;
+
+namespace {
+
+struct Layer {
+  torch::nn::Conv2d conv{nullptr};
+  BatchNorm2d bn{nullptr};
+  Layer(int64_t in, int64_t out, int64_t k, int64_t stride, bool frozen, bool bias = false) {
+    conv = torch::nn::Conv2d(torch::nn::Conv2dOptions(in, out, k).stride(stride).padding(k / 2).bias(bias));
+    bn = BatchNorm2d(out, frozen, frozen ? 0.0 : 1e-5);
+    torch::NoGradGuard ng;
+    bn->weight.uniform_(0.5, 1.5);
+    bn->bias.uniform_(-0.5, 0.5);
+    bn->running_mean.uniform_(-0.2, 0.2);
+    bn->running_var.uniform_(0.5, 2.0);
+    bn->eval();
+  }
+  // relu(bn(conv(x)) + residual) in double, from the modules' parameters.
+  at::Tensor reference(const at::Tensor& x, bool relu, const at::Tensor& residual = {}) const {
+    auto w = conv->weight.detach().to(at::kDouble);
+    auto b = conv->options.bias() ? conv->bias.detach().to(at::kDouble) : at::Tensor();
+    auto y = at::conv2d(x.to(at::kDouble), w, b, *conv->options.stride(), conv->options.kernel_size()->at(0) / 2);
+    auto scale = bn->weight.to(at::kDouble) / (bn->running_var.to(at::kDouble) + bn->eps()).sqrt();
+    auto shift = bn->bias.to(at::kDouble) - bn->running_mean.to(at::kDouble) * scale;
+    y = y * scale.reshape({1, -1, 1, 1}) + shift.reshape({1, -1, 1, 1});
+    if (residual.defined()) y = y + residual.to(at::kDouble);
+    return relu ? y.relu() : y;
+  }
+};
+
+double max_rel_diff(const at::Tensor& a, const at::Tensor& ref) {
+  return (a.to(at::kDouble) - ref).abs().max().item<double>() / ref.abs().max().item<double>();
+}
+
+class InferenceConvTest : public ::testing::Test {
+ protected:
+  void SetUp() override { at::manual_seed(7); }
+  void TearDown() override { maskrcnn::set_conv_algorithm(maskrcnn::ConvAlgorithm::Winograd); }
+};
+
+TEST_F(InferenceConvTest, Winograd3x3WithFoldedNormResidualAndReluMatchesTheModules) {
+  Layer l(32, 48, 3, 1, /*frozen=*/true);
+  InferenceConv run;
+  auto x = at::randn({2, 32, 37, 29});
+  auto r = at::randn({2, 48, 37, 29});
+  c10::InferenceMode guard;
+  auto y = run(*l.conv, l.bn.get(), x, true, r);
+  EXPECT_EQ(y.sizes(), (std::vector<int64_t>{2, 48, 37, 29}));
+  EXPECT_LT(max_rel_diff(y, l.reference(x, true, r)), 1e-5);
+  EXPECT_EQ(run.winograd_calls(), maskrcnn::winograd_available() ? 1 : 0);
+  // Without residual or ReLU, and a bias on the convolution.
+  Layer b(16, 16, 3, 1, true, /*bias=*/true);
+  auto x2 = at::randn({1, 16, 9, 40});
+  InferenceConv run2;
+  EXPECT_LT(max_rel_diff(run2(*b.conv, b.bn.get(), x2, false), b.reference(x2, false)), 1e-5);
+}
+
+TEST_F(InferenceConvTest, DirectAndOtherShapesUseFoldedLibTorchConvolutions) {
+  maskrcnn::set_conv_algorithm(maskrcnn::ConvAlgorithm::Direct);
+  Layer l(16, 32, 3, 1, true);
+  InferenceConv run;
+  auto x = at::randn({1, 16, 21, 18});
+  c10::InferenceMode guard;
+  EXPECT_LT(max_rel_diff(run(*l.conv, l.bn.get(), x, true), l.reference(x, true)), 1e-5);
+  EXPECT_EQ(run.winograd_calls(), 0);
+  maskrcnn::set_conv_algorithm(maskrcnn::ConvAlgorithm::Winograd);
+  // Stride 2 and 1x1 and 7x7: no Winograd, still folded.
+  for (auto [k, s] : {std::pair<int64_t, int64_t>{3, 2}, {1, 1}, {7, 2}}) {
+    Layer o(16, 24, k, s, true);
+    InferenceConv r;
+    EXPECT_LT(max_rel_diff(r(*o.conv, o.bn.get(), x, true), o.reference(x, true)), 1e-5) << k << " " << s;
+    EXPECT_EQ(r.winograd_calls(), 0);
+  }
+}
+
+TEST_F(InferenceConvTest, ChangedWeightsAndThreadCountsAreSeen) {
+  Layer l(16, 16, 3, 1, true);
+  InferenceConv run;
+  auto x = at::randn({1, 16, 20, 20});
+  {
+    c10::InferenceMode guard;
+    EXPECT_LT(max_rel_diff(run(*l.conv, l.bn.get(), x, true), l.reference(x, true)), 1e-5);
+  }
+  {
+    torch::NoGradGuard ng;  // what load_state_dict and an optimizer step do
+    l.conv->weight.mul_(-2.0);
+    l.bn->running_var.mul_(3.0);
+  }
+  const int threads = at::get_num_threads();
+  for (int t : {1, threads}) {
+    at::set_num_threads(t);
+    c10::InferenceMode guard;
+    EXPECT_LT(max_rel_diff(run(*l.conv, l.bn.get(), x, true), l.reference(x, true)), 1e-5) << t << " threads";
+  }
+  at::set_num_threads(threads);
+}
+
+TEST_F(InferenceConvTest, ManyInputShapesAndEmptyBatches) {
+  Layer l(16, 16, 3, 1, true);
+  InferenceConv run;
+  c10::InferenceMode guard;
+  // More shapes than the per-layer cache holds, then the first again.
+  for (int64_t w : {8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 8}) {
+    auto x = at::randn({3, 16, 7, w});
+    EXPECT_LT(max_rel_diff(run(*l.conv, l.bn.get(), x, true), l.reference(x, true)), 1e-5) << w;
+  }
+  auto empty = run(*l.conv, l.bn.get(), at::randn({0, 16, 14, 14}), true);
+  EXPECT_EQ(empty.sizes(), (std::vector<int64_t>{0, 16, 14, 14}));
+}
+
+TEST_F(InferenceConvTest, TrainingRunsTheModulesWithGradients) {
+  Layer l(8, 8, 3, 1, /*frozen=*/false);
+  l.bn->train();
+  InferenceConv run;
+  auto x = at::randn({2, 8, 10, 10});
+  auto y = run(*l.conv, l.bn.get(), x, true);
+  // Batch statistics, as the modules compute them in training mode.
+  auto expected = at::relu(at::batch_norm(l.conv->forward(x), l.bn->weight, l.bn->bias, {}, {}, true, 0.1, 1e-5, false));
+  EXPECT_LT((y - expected).abs().max().item<double>(), 1e-5);
+  y.sum().backward();
+  ASSERT_TRUE(l.conv->weight.grad().defined());
+  EXPECT_GT(l.conv->weight.grad().abs().sum().item<double>(), 0.0);
+  EXPECT_EQ(run.winograd_calls(), 0);
+}
+
+}  // namespace

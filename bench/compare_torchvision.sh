@@ -16,23 +16,33 @@ WEIGHTS=${WEIGHTS:-build/bench_v1_coco.pth}
 if [ ! -f "$WEIGHTS" ]; then /usr/bin/python3 bench/torchvision_infer.py make-weights "$WEIGHTS"; fi
 export OMP_NUM_THREADS=$THREADS
 
-tv=$(THREADS=$THREADS /usr/bin/python3 bench/torchvision_infer.py time "$WEIGHTS" "$REPS" "${images[@]}")
+rss_dir=$(mktemp -d)
+trap 'rm -rf "$rss_dir"' EXIT
+# Peak RSS of each run (KB) through GNU time, when installed.
+timed() { local name=$1; shift
+  if [ -x /usr/bin/time ]; then /usr/bin/time -o "$rss_dir/$name" -f %M "$@"; else "$@"; fi; }
+tv=$(THREADS=$THREADS timed tv /usr/bin/python3 bench/torchvision_infer.py time "$WEIGHTS" "$REPS" "${images[@]}")
 # torchvision again with the malloc settings `maskrcnn` applies to itself
 # (tune_allocator_for_inference): glibc otherwise unmaps every freed feature map
 # and re-faults it, which slows both stacks ~3x. The fair ratio uses this one.
 tvm=$(MALLOC_MMAP_THRESHOLD_=1073741824 MALLOC_TRIM_THRESHOLD_=1073741824 THREADS=$THREADS \
-  /usr/bin/python3 bench/torchvision_infer.py time "$WEIGHTS" "$REPS" "${images[@]}")
+  timed tvm /usr/bin/python3 bench/torchvision_infer.py time "$WEIGHTS" "$REPS" "${images[@]}")
 
 # Ours: the image list once for warm-up, then REPS times; per-image median.
+# Once with LibTorch's direct convolutions, once with the default (Winograd).
 list=("${images[0]}")
 for _ in $(seq "$REPS"); do list+=("${images[@]}"); done
-ours=$("$BIN" predict --threads "$THREADS" --weights "$WEIGHTS" "${list[@]}" 2>&1 >/dev/null |
-  sed -n 's/^\[[0-9]*\/[0-9]*\] \(.*\): \([0-9]*\) detections (\([0-9.]*\) s)$/\1\t\3\t\2/p' | tail -n +2)
+ours_run() { local conv=$1
+  timed "ours_$conv" "$BIN" predict --threads "$THREADS" --conv "$conv" --weights "$WEIGHTS" "${list[@]}" 2>&1 >/dev/null |
+    sed -n 's/^\[[0-9]*\/[0-9]*\] \(.*\): \([0-9]*\) detections (\([0-9.]*\) s)$/\1\t\3\t\2/p' | tail -n +2; }
+ours_direct=$(ours_run direct)
+ours=$(ours_run winograd)
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), threads=$THREADS, reps=$REPS"
 echo "tv = torchvision as installed; tv_malloc = torchvision with maskrcnn's malloc settings (the fair baseline)"
-printf "%-22s %9s %10s %9s %8s %8s %6s %6s\n" image tv tv_malloc maskrcnn ratio ratio_m dets_tv dets_us
-python3 - "$tv" "$tvm" "$ours" <<'PY'
+echo "direct = maskrcnn --conv direct; maskrcnn = the default (--conv winograd); ratios are tv / maskrcnn"
+printf "%-22s %9s %10s %9s %9s %8s %8s %6s %6s\n" image tv tv_malloc direct maskrcnn ratio ratio_m dets_tv dets_us
+python3 - "$tv" "$tvm" "$ours_direct" "$ours" "$rss_dir" <<'PY'
 import os, statistics, sys
 def table(text):
     out = {}
@@ -40,16 +50,27 @@ def table(text):
         name, t, n = line.split("\t"); out[name] = (float(t), int(n))
     return out
 tv, tvm = table(sys.argv[1]), table(sys.argv[2])
-ours = {}
-for line in sys.argv[3].splitlines():
-    path, t, n = line.split("\t"); ours.setdefault(os.path.basename(path), []).append((float(t), int(n)))
-tot_tv = tot_tvm = tot_us = 0
+def ours_table(text):
+    out = {}
+    for line in text.splitlines():
+        path, t, n = line.split("\t"); out.setdefault(os.path.basename(path), []).append((float(t), int(n)))
+    return out
+direct, ours = ours_table(sys.argv[3]), ours_table(sys.argv[4])
+tot_tv = tot_tvm = tot_dir = tot_us = 0
 for name, (t, n) in tv.items():
     u = statistics.median(x[0] for x in ours[name]); d = ours[name][0][1]
+    dr = statistics.median(x[0] for x in direct[name])
     m = tvm[name][0]
-    tot_tv += t; tot_tvm += m; tot_us += u
-    print("%-22s %8.3fs %9.3fs %8.3fs %7.2fx %7.2fx %6d %6d" % (name, t, m, u, t / u, m / u, n, d))
+    tot_tv += t; tot_tvm += m; tot_dir += dr; tot_us += u
+    print("%-22s %8.3fs %9.3fs %8.3fs %8.3fs %7.2fx %7.2fx %6d %6d" % (name, t, m, dr, u, t / u, m / u, n, d))
 k = len(tv)
-print("%-22s %8.3fs %9.3fs %8.3fs %7.2fx %7.2fx" % ("mean per image", tot_tv / k, tot_tvm / k, tot_us / k,
-      tot_tv / tot_us, tot_tvm / tot_us))
+print("%-22s %8.3fs %9.3fs %8.3fs %8.3fs %7.2fx %7.2fx" % ("mean per image", tot_tv / k, tot_tvm / k, tot_dir / k,
+      tot_us / k, tot_tv / tot_us, tot_tvm / tot_us))
+rss = {}
+for key in ("tv", "tvm", "ours_direct", "ours_winograd"):
+    try:
+        rss[key] = int(open(os.path.join(sys.argv[5], key)).read().split()[-1]) / 1024
+    except (OSError, ValueError, IndexError):
+        rss[key] = float("nan")
+print("%-22s %8.0fM %9.0fM %8.0fM %8.0fM" % ("peak RSS", rss["tv"], rss["tvm"], rss["ours_direct"], rss["ours_winograd"]))
 PY

@@ -38,7 +38,7 @@ struct EvalOptions {
   std::string results_out;
   double score_thresh = 0.05;
   double max_annotation_mb = 2048;
-  std::string conv = "winograd";
+  ConvFlags conv;
 };
 
 std::vector<IouType> parse_iou_types(const std::string& s) {
@@ -60,7 +60,7 @@ void run_eval_command(const EvalOptions& o) {
     if (o.images.empty()) throw Error("eval: --weights needs --images DIR");
     if (!std::filesystem::exists(o.weights)) throw Error(o.weights + ": no such weights file");
     at::set_num_threads(o.threads);
-    apply_conv_option(o.conv);
+    apply_conv_options(o.conv);
     ModelOverrides mo;
     mo.box_score_thresh = o.score_thresh;
     auto model = load_model(o.weights, mo);  // + model_final.json's input sizes
@@ -121,7 +121,7 @@ void add_eval_command(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--score-thresh", opts->score_thresh, "With --weights: minimum detection score")
       ->capture_default_str();
-  add_conv_option(cmd, opts->conv);
+  add_conv_options(cmd, opts->conv);
   add_annotation_size_limit(cmd, opts->max_annotation_mb);
   cmd->callback([opts] { run_eval_command(*opts); });
 }

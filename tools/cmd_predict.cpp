@@ -28,7 +28,7 @@ struct PredictArgs {
   int threads = 0;
   int64_t max_pixels = int64_t{1} << 28;
   int max_detections = 100;
-  std::string conv = "winograd";
+  ConvFlags conv;
   std::string output_json;
   std::string output_dir;
   std::vector<std::string> images;
@@ -57,7 +57,7 @@ std::string missing_weights_message(const std::string& path) {
 int run_predict(const PredictArgs& a) {
   at::set_num_threads(a.threads > 0 ? a.threads
                                     : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
-  apply_conv_option(a.conv);
+  apply_conv_options(a.conv);
   const std::string weights = a.weights.empty() ? default_weights_path() : a.weights;
   if (!std::filesystem::exists(weights)) throw Error(missing_weights_message(weights));
   ModelOverrides o;
@@ -152,7 +152,7 @@ void add_predict_command(CLI::App& app) {
   cmd->add_option("--max-detections", args->max_detections, "At most this many detections per image")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
-  add_conv_option(cmd, args->conv);
+  add_conv_options(cmd, args->conv);
   cmd->add_option("--output-json", args->output_json, "Write a COCO results JSON here");
   cmd->add_option("--output-dir", args->output_dir, "Write one annotated PNG per image here");
   cmd->add_option("images", args->images, "Images (JPEG, PNG, ...)")->required();

@@ -16,8 +16,13 @@ void add_train_command(CLI::App& app);
 void add_annotation_size_limit(CLI::App* cmd, double& megabytes);
 void apply_annotation_size_limit(double megabytes);
 
-// --conv winograd|direct on commands that run the model (set_conv_algorithm).
-void add_conv_option(CLI::App* cmd, std::string& algorithm);
-void apply_conv_option(const std::string& algorithm);
+// --conv winograd|direct and --precision f32|bf16 on commands that run the
+// model (set_conv_algorithm, set_inference_precision).
+struct ConvFlags {
+  std::string algorithm = "winograd";
+  std::string precision = "f32";
+};
+void add_conv_options(CLI::App* cmd, ConvFlags& flags);
+void apply_conv_options(const ConvFlags& flags);
 
 }  // namespace maskrcnn::cli

@@ -5,20 +5,30 @@
 
 namespace maskrcnn::cli {
 
-void add_conv_option(CLI::App* cmd, std::string& algorithm) {
-  cmd->add_option("--conv", algorithm,
+void add_conv_options(CLI::App* cmd, ConvFlags& flags) {
+  cmd->add_option("--conv", flags.algorithm,
                   "3x3 convolutions at inference: winograd (oneDNN, ~2x faster, outputs within ~1e-5 "
                   "relative) or direct (LibTorch's, as torchvision)")
       ->check(CLI::IsMember({"winograd", "direct"}))
       ->capture_default_str();
+  cmd->add_option("--precision", flags.precision,
+                  "Convolution arithmetic: f32 (as torchvision) or bf16 (bf16 inputs and weights, f32 "
+                  "accumulation: faster where the CPU has bf16, scores move by ~1e-2)")
+      ->check(CLI::IsMember({"f32", "bf16"}))
+      ->capture_default_str();
 }
 
-void apply_conv_option(const std::string& algorithm) {
-  if (algorithm == "winograd" && !winograd_available()) {
+void apply_conv_options(const ConvFlags& flags) {
+  if (flags.algorithm == "winograd" && !winograd_available() && flags.precision == "f32") {
     fmt::print(stderr, "maskrcnn: note: Winograd is not available here (built without oneDNN, or a CPU "
                        "without AVX-512); using direct convolutions\n");
   }
-  set_conv_algorithm(algorithm == "winograd" ? ConvAlgorithm::Winograd : ConvAlgorithm::Direct);
+  if (flags.precision == "bf16" && !bf16_available()) {
+    fmt::print(stderr, "maskrcnn: note: bf16 convolutions are not available here (built without oneDNN, or a "
+                       "CPU without AVX-512); using f32\n");
+  }
+  set_conv_algorithm(flags.algorithm == "winograd" ? ConvAlgorithm::Winograd : ConvAlgorithm::Direct);
+  set_inference_precision(flags.precision == "bf16" ? Precision::BF16 : Precision::F32);
 }
 
 }  // namespace maskrcnn::cli

@@ -26,6 +26,35 @@ void set_conv_algorithm(ConvAlgorithm algorithm) {
 }
 ConvAlgorithm conv_algorithm() { return g_algorithm; }
 
+namespace {
+std::atomic<Precision> g_precision{Precision::F32};
+}  // namespace
+
+void set_inference_precision(Precision precision) {
+  g_precision = precision == Precision::BF16 && bf16_available() ? Precision::BF16 : Precision::F32;
+}
+Precision inference_precision() { return g_precision; }
+
+bool bf16_available() {
+#ifdef MASKRCNN_HAVE_DNNL
+  // oneDNN has bf16 kernels on AVX-512 CPUs (native with avx512_bf16 or AMX,
+  // emulated on plain AVX-512); elsewhere only its slow reference code.
+  static const bool available = [] {
+    try {
+      ops::DnnlConvOptions o;
+      o.bf16 = true;
+      ops::DnnlConv2d probe(at::zeros({16, 16, 1, 1}), at::Tensor(), {1, 16, 8, 8}, o);
+      return probe.implementation().rfind("ref", 0) != 0;
+    } catch (const std::exception&) {
+      return false;
+    }
+  }();
+  return available;
+#else
+  return false;
+#endif
+}
+
 bool winograd_available() {
 #ifdef MASKRCNN_HAVE_DNNL
   // Probe once: oneDNN implements Winograd only on some CPUs (AVX-512).
@@ -111,10 +140,12 @@ std::pair<at::Tensor, at::Tensor> InferenceConv::folded(const torch::nn::Conv2dI
 
 std::shared_ptr<const ops::DnnlConv2d> InferenceConv::primitive(const torch::nn::Conv2dImpl& conv,
                                                                 const at::Tensor& weight, const at::Tensor& bias,
-                                                                const at::Tensor& x, bool relu, bool residual) {
+                                                                const at::Tensor& x, bool relu, bool residual,
+                                                                bool bf16) {
 #ifdef MASKRCNN_HAVE_DNNL
   // oneDNN fixes a primitive's thread count when it is built.
-  const std::vector<int64_t> key{x.size(0), x.size(1), x.size(2), x.size(3), at::get_num_threads(), relu, residual};
+  const std::vector<int64_t> key{x.size(0), x.size(1), x.size(2), x.size(3), at::get_num_threads(), relu, residual,
+                                 bf16};
   for (auto it = primitives_.begin(); it != primitives_.end(); ++it) {
     if (it->key != key) continue;
     primitives_.splice(primitives_.begin(), primitives_, it);
@@ -124,7 +155,10 @@ std::shared_ptr<const ops::DnnlConv2d> InferenceConv::primitive(const torch::nn:
   try {
     ops::DnnlConvOptions o;
     o.padding = (*explicit_padding(conv.options))->at(0);
-    o.winograd = true;
+    o.stride = conv.options.stride()->at(0);
+    o.dilation = conv.options.dilation()->at(0);
+    o.winograd = !bf16;  // oneDNN has no bf16 Winograd
+    o.bf16 = bf16;
     o.relu = relu;
     o.residual = residual;
     const ops::DnnlConv2d* same_weights = nullptr;
@@ -133,13 +167,13 @@ std::shared_ptr<const ops::DnnlConv2d> InferenceConv::primitive(const torch::nn:
     made = std::make_shared<const ops::DnnlConv2d>(
         weight, bias, std::array<int64_t, 4>{x.size(0), x.size(1), x.size(2), x.size(3)}, o, same_weights);
   } catch (const std::exception&) {
-    // No Winograd for this shape on this CPU: LibTorch's convolution instead.
+    // None for this shape on this CPU: LibTorch's convolution instead.
   }
   primitives_.push_front({key, made});
   if (primitives_.size() > kMaxPrimitives) primitives_.pop_back();
   return made;
 #else
-  (void)conv, (void)weight, (void)bias, (void)x, (void)relu, (void)residual;
+  (void)conv, (void)weight, (void)bias, (void)x, (void)relu, (void)residual, (void)bf16;
   return nullptr;
 #endif
 }
@@ -157,23 +191,25 @@ at::Tensor InferenceConv::operator()(const torch::nn::Conv2dImpl& conv, const Ba
   const auto& opt = conv.options;
   const auto* padding = explicit_padding(opt);
   const bool padding_is_explicit = padding != nullptr;
-  const bool winograd_shape = padding_is_explicit && opt.kernel_size()->at(0) == 3 && opt.kernel_size()->at(1) == 3 &&
-                              opt.stride()->at(0) == 1 && opt.stride()->at(1) == 1 && opt.dilation()->at(0) == 1 &&
-                              opt.dilation()->at(1) == 1 && opt.groups() == 1 && padding_is_explicit &&
-                              (*padding)->at(0) == (*padding)->at(1);
+  // oneDNN is called with one stride, dilation and padding for both axes.
+  const bool square = padding_is_explicit && opt.groups() == 1 && (*padding)->at(0) == (*padding)->at(1) &&
+                      opt.stride()->at(0) == opt.stride()->at(1) && opt.dilation()->at(0) == opt.dilation()->at(1);
+  const bool winograd_shape = square && opt.kernel_size()->at(0) == 3 && opt.kernel_size()->at(1) == 3 &&
+                              opt.stride()->at(0) == 1 && opt.dilation()->at(0) == 1;
+  const bool bf16 = square && inference_precision() == Precision::BF16;
   std::shared_ptr<const ops::DnnlConv2d> fast;
   at::Tensor weight, bias;
   {
     std::lock_guard<std::mutex> lock(mutex_);
     std::tie(weight, bias) = folded(conv, bn);
-    if (winograd_shape && conv_algorithm() == ConvAlgorithm::Winograd && x.device().is_cpu() &&
+    if ((bf16 || (winograd_shape && conv_algorithm() == ConvAlgorithm::Winograd)) && x.device().is_cpu() &&
         x.scalar_type() == at::kFloat && x.dim() == 4 && x.numel() > 0 &&
         (!residual.defined() || residual.scalar_type() == at::kFloat))
-      fast = primitive(conv, weight, bias, x, relu, residual.defined());
+      fast = primitive(conv, weight, bias, x, relu, residual.defined(), bf16);
   }
 #ifdef MASKRCNN_HAVE_DNNL
   if (fast) {
-    ++winograd_calls_;
+    ++onednn_calls_;
     return fast->forward(x, residual);
   }
 #endif

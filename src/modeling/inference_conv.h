@@ -5,7 +5,9 @@
 //     version, instead of a pass over every output;
 //   * 3x3 stride-1 convolutions run oneDNN's Winograd F(4x4, 3x3) with the
 //     bias, residual add and ReLU fused (when built with oneDNN and
-//     conv_algorithm() is Winograd), the rest LibTorch's convolution.
+//     conv_algorithm() is Winograd), the rest LibTorch's convolution;
+//   * with inference_precision() bf16, every convolution runs oneDNN's bf16
+//     kernels (bf16 inputs and weights, f32 accumulation and outputs).
 // With gradients enabled (training) it is exactly relu(bn(conv(x)) + residual).
 #pragma once
 #include <ATen/core/Tensor.h>
@@ -35,8 +37,8 @@ class InferenceConv {
   // relu(bn(conv(x)) + residual); bn and residual optional.
   at::Tensor operator()(const torch::nn::Conv2dImpl& conv, const BatchNorm2dImpl* bn,
                         const at::Tensor& x, bool relu, const at::Tensor& residual = {});
-  // How many calls oneDNN's Winograd served (the rest ran LibTorch's convolution).
-  int64_t winograd_calls() const { return winograd_calls_; }
+  // How many calls oneDNN served (Winograd, or bf16); the rest ran LibTorch's convolution.
+  int64_t onednn_calls() const { return onednn_calls_; }
 
  private:
   struct Primitive;
@@ -44,13 +46,13 @@ class InferenceConv {
   std::pair<at::Tensor, at::Tensor> folded(const torch::nn::Conv2dImpl& conv, const BatchNorm2dImpl* bn);
   std::shared_ptr<const ops::DnnlConv2d> primitive(const torch::nn::Conv2dImpl& conv, const at::Tensor& weight,
                                                    const at::Tensor& bias, const at::Tensor& x, bool relu,
-                                                   bool residual);
+                                                   bool residual, bool bf16);
 
   std::mutex mutex_;
   std::vector<int64_t> folded_key_;
   at::Tensor weight_, bias_;
   std::list<Primitive> primitives_;  // most recently used first
-  std::atomic<int64_t> winograd_calls_{0};
+  std::atomic<int64_t> onednn_calls_{0};
 };
 
 }  // namespace maskrcnn::modeling

@@ -62,7 +62,7 @@ TEST_F(InferenceConvTest, Winograd3x3WithFoldedNormResidualAndReluMatchesTheModu
   auto y = run(*l.conv, l.bn.get(), x, true, r);
   EXPECT_EQ(y.sizes(), (std::vector<int64_t>{2, 48, 37, 29}));
   EXPECT_LT(max_rel_diff(y, l.reference(x, true, r)), 1e-5);
-  EXPECT_EQ(run.winograd_calls(), maskrcnn::winograd_available() ? 1 : 0);
+  EXPECT_EQ(run.onednn_calls(), maskrcnn::winograd_available() ? 1 : 0);
   // Without residual or ReLU, and a bias on the convolution.
   Layer b(16, 16, 3, 1, true, /*bias=*/true);
   auto x2 = at::randn({1, 16, 9, 40});
@@ -77,14 +77,14 @@ TEST_F(InferenceConvTest, DirectAndOtherShapesUseFoldedLibTorchConvolutions) {
   auto x = at::randn({1, 16, 21, 18});
   c10::InferenceMode guard;
   EXPECT_LT(max_rel_diff(run(*l.conv, l.bn.get(), x, true), l.reference(x, true)), 1e-5);
-  EXPECT_EQ(run.winograd_calls(), 0);
+  EXPECT_EQ(run.onednn_calls(), 0);
   maskrcnn::set_conv_algorithm(maskrcnn::ConvAlgorithm::Winograd);
   // Stride 2 and 1x1 and 7x7: no Winograd, still folded.
   for (auto [k, s] : {std::pair<int64_t, int64_t>{3, 2}, {1, 1}, {7, 2}}) {
     Layer o(16, 24, k, s, true);
     InferenceConv r;
     EXPECT_LT(max_rel_diff(r(*o.conv, o.bn.get(), x, true), o.reference(x, true)), 1e-5) << k << " " << s;
-    EXPECT_EQ(r.winograd_calls(), 0);
+    EXPECT_EQ(r.onednn_calls(), 0);
   }
 }
 
@@ -123,6 +123,27 @@ TEST_F(InferenceConvTest, ManyInputShapesAndEmptyBatches) {
   EXPECT_EQ(empty.sizes(), (std::vector<int64_t>{0, 16, 14, 14}));
 }
 
+TEST_F(InferenceConvTest, Bf16ConvolutionsStayWithinBf16Rounding) {
+  maskrcnn::set_inference_precision(maskrcnn::Precision::BF16);
+  const bool on = maskrcnn::bf16_available();
+  EXPECT_EQ(maskrcnn::inference_precision(), on ? maskrcnn::Precision::BF16 : maskrcnn::Precision::F32);
+  // 3x3 (no Winograd in bf16), strided and 1x1, with residual and ReLU.
+  for (auto [k, s] : {std::pair<int64_t, int64_t>{3, 1}, {3, 2}, {1, 1}}) {
+    Layer l(64, 32, k, s, true);
+    InferenceConv run;
+    auto x = at::randn({2, 64, 24, 19});
+    c10::InferenceMode guard;
+    auto ref = l.reference(x, false);
+    auto r = at::randn(ref.sizes());
+    ref = l.reference(x, true, r);
+    const double d = max_rel_diff(run(*l.conv, l.bn.get(), x, true, r), ref);
+    EXPECT_LT(d, on ? 2e-2 : 1e-5) << k << " " << s;
+    if (on) EXPECT_GT(d, 1e-5) << "bf16 arithmetic was not used";  // f32 would be ~1e-7
+    EXPECT_EQ(run.onednn_calls(), on ? 1 : 0);
+  }
+  maskrcnn::set_inference_precision(maskrcnn::Precision::F32);
+}
+
 TEST_F(InferenceConvTest, TrainingRunsTheModulesWithGradients) {
   Layer l(8, 8, 3, 1, /*frozen=*/false);
   l.bn->train();
@@ -135,7 +156,7 @@ TEST_F(InferenceConvTest, TrainingRunsTheModulesWithGradients) {
   y.sum().backward();
   ASSERT_TRUE(l.conv->weight.grad().defined());
   EXPECT_GT(l.conv->weight.grad().abs().sum().item<double>(), 0.0);
-  EXPECT_EQ(run.winograd_calls(), 0);
+  EXPECT_EQ(run.onednn_calls(), 0);
 }
 
 }  // namespace

@@ -32,17 +32,20 @@ tvm=$(MALLOC_MMAP_THRESHOLD_=1073741824 MALLOC_TRIM_THRESHOLD_=1073741824 THREAD
 # Once with LibTorch's direct convolutions, once with the default (Winograd).
 list=("${images[0]}")
 for _ in $(seq "$REPS"); do list+=("${images[@]}"); done
-ours_run() { local conv=$1
-  timed "ours_$conv" "$BIN" predict --threads "$THREADS" --conv "$conv" --weights "$WEIGHTS" "${list[@]}" 2>&1 >/dev/null |
+ours_run() { local conv=$1 precision=${2:-f32}
+  timed "ours_$conv$precision" "$BIN" predict --threads "$THREADS" --conv "$conv" --precision "$precision" \
+    --weights "$WEIGHTS" "${list[@]}" 2>&1 >/dev/null |
     sed -n 's/^\[[0-9]*\/[0-9]*\] \(.*\): \([0-9]*\) detections (\([0-9.]*\) s)$/\1\t\3\t\2/p' | tail -n +2; }
 ours_direct=$(ours_run direct)
 ours=$(ours_run winograd)
+ours_bf16=$(ours_run winograd bf16)
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), threads=$THREADS, reps=$REPS"
 echo "tv = torchvision as installed; tv_malloc = torchvision with maskrcnn's malloc settings (the fair baseline)"
-echo "direct = maskrcnn --conv direct; maskrcnn = the default (--conv winograd); ratios are tv / maskrcnn"
-printf "%-22s %9s %10s %9s %9s %8s %8s %6s %6s\n" image tv tv_malloc direct maskrcnn ratio ratio_m dets_tv dets_us
-python3 - "$tv" "$tvm" "$ours_direct" "$ours" "$rss_dir" <<'PY'
+echo "direct = maskrcnn --conv direct; maskrcnn = the default (--conv winograd); bf16 = --precision bf16"
+echo "ratios are tv / maskrcnn; ratio_m = tv_malloc / maskrcnn; bf16_m = tv_malloc / bf16"
+printf "%-22s %9s %10s %9s %9s %9s %8s %8s %8s %6s %6s\n" image tv tv_malloc direct maskrcnn bf16 ratio ratio_m bf16_m dets_tv dets_us
+python3 - "$tv" "$tvm" "$ours_direct" "$ours" "$rss_dir" "$ours_bf16" <<'PY'
 import os, statistics, sys
 def table(text):
     out = {}
@@ -55,22 +58,25 @@ def ours_table(text):
     for line in text.splitlines():
         path, t, n = line.split("\t"); out.setdefault(os.path.basename(path), []).append((float(t), int(n)))
     return out
-direct, ours = ours_table(sys.argv[3]), ours_table(sys.argv[4])
-tot_tv = tot_tvm = tot_dir = tot_us = 0
+direct, ours, bf16 = ours_table(sys.argv[3]), ours_table(sys.argv[4]), ours_table(sys.argv[6])
+tot_tv = tot_tvm = tot_dir = tot_us = tot_bf = 0
 for name, (t, n) in tv.items():
     u = statistics.median(x[0] for x in ours[name]); d = ours[name][0][1]
     dr = statistics.median(x[0] for x in direct[name])
+    bf = statistics.median(x[0] for x in bf16[name])
     m = tvm[name][0]
-    tot_tv += t; tot_tvm += m; tot_dir += dr; tot_us += u
-    print("%-22s %8.3fs %9.3fs %8.3fs %8.3fs %7.2fx %7.2fx %6d %6d" % (name, t, m, dr, u, t / u, m / u, n, d))
+    tot_tv += t; tot_tvm += m; tot_dir += dr; tot_us += u; tot_bf += bf
+    print("%-22s %8.3fs %9.3fs %8.3fs %8.3fs %8.3fs %7.2fx %7.2fx %7.2fx %6d %6d" %
+          (name, t, m, dr, u, bf, t / u, m / u, m / bf, n, d))
 k = len(tv)
-print("%-22s %8.3fs %9.3fs %8.3fs %8.3fs %7.2fx %7.2fx" % ("mean per image", tot_tv / k, tot_tvm / k, tot_dir / k,
-      tot_us / k, tot_tv / tot_us, tot_tvm / tot_us))
+print("%-22s %8.3fs %9.3fs %8.3fs %8.3fs %8.3fs %7.2fx %7.2fx %7.2fx" % ("mean per image", tot_tv / k, tot_tvm / k,
+      tot_dir / k, tot_us / k, tot_bf / k, tot_tv / tot_us, tot_tvm / tot_us, tot_tvm / tot_bf))
 rss = {}
-for key in ("tv", "tvm", "ours_direct", "ours_winograd"):
+for key in ("tv", "tvm", "ours_directf32", "ours_winogradf32", "ours_winogradbf16"):
     try:
         rss[key] = int(open(os.path.join(sys.argv[5], key)).read().split()[-1]) / 1024
     except (OSError, ValueError, IndexError):
         rss[key] = float("nan")
-print("%-22s %8.0fM %9.0fM %8.0fM %8.0fM" % ("peak RSS", rss["tv"], rss["tvm"], rss["ours_direct"], rss["ours_winograd"]))
+print("%-22s %8.0fM %9.0fM %8.0fM %8.0fM %8.0fM" % ("peak RSS", rss["tv"], rss["tvm"], rss["ours_directf32"],
+      rss["ours_winogradf32"], rss["ours_winogradbf16"]))
 PY

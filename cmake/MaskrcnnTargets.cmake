@@ -37,12 +37,13 @@ file(GLOB_RECURSE CORE_SOURCES CONFIGURE_DEPENDS
 # oneDNN, called directly for Winograd convolutions at inference (the library
 # Debian's LibTorch links; a pip LibTorch hides its copy, so it is optional).
 set(MASKRCNN_HAVE_DNNL OFF)
-if(NOT MASKRCNN_WITH_DNNL STREQUAL "OFF")
+string(TOUPPER "${MASKRCNN_WITH_DNNL}" _dnnl_mode)
+if(_dnnl_mode STREQUAL "AUTO" OR MASKRCNN_WITH_DNNL)  # AUTO, or ON/YES/TRUE/1
   find_path(DNNL_INCLUDE_DIR oneapi/dnnl/dnnl.hpp)
   find_library(DNNL_LIBRARY NAMES dnnl)
   if(DNNL_INCLUDE_DIR AND DNNL_LIBRARY)
     set(MASKRCNN_HAVE_DNNL ON)
-  elseif(MASKRCNN_WITH_DNNL STREQUAL "ON")
+  elseif(NOT _dnnl_mode STREQUAL "AUTO")
     message(FATAL_ERROR "MASKRCNN_WITH_DNNL=ON but oneDNN was not found (apt-get install libdnnl-dev)")
   endif()
 endif()

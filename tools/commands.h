@@ -21,6 +21,7 @@ void apply_annotation_size_limit(double megabytes);
 struct ConvFlags {
   std::string algorithm = "winograd";
   std::string precision = "f32";
+  CLI::Option* algorithm_option = nullptr;  // to tell a given --conv from the default
 };
 void add_conv_options(CLI::App* cmd, ConvFlags& flags);
 void apply_conv_options(const ConvFlags& flags);

@@ -6,7 +6,7 @@
 namespace maskrcnn::cli {
 
 void add_conv_options(CLI::App* cmd, ConvFlags& flags) {
-  cmd->add_option("--conv", flags.algorithm,
+  flags.algorithm_option = cmd->add_option("--conv", flags.algorithm,
                   "3x3 convolutions at inference: winograd (oneDNN, ~2x faster, outputs within ~1e-5 "
                   "relative) or direct (LibTorch's, as torchvision)")
       ->check(CLI::IsMember({"winograd", "direct"}))
@@ -19,7 +19,9 @@ void add_conv_options(CLI::App* cmd, ConvFlags& flags) {
 }
 
 void apply_conv_options(const ConvFlags& flags) {
-  if (flags.algorithm == "winograd" && !winograd_available() && flags.precision == "f32") {
+  // The default asks for Winograd where there is one: a note only when asked for.
+  const bool asked = flags.algorithm_option != nullptr && flags.algorithm_option->count() > 0;
+  if (asked && flags.algorithm == "winograd" && !winograd_available() && flags.precision == "f32") {
     fmt::print(stderr, "maskrcnn: note: Winograd is not available here (built without oneDNN, or a CPU "
                        "without AVX-512); using direct convolutions\n");
   }

@@ -24,7 +24,10 @@ std::atomic<ConvAlgorithm> g_algorithm{ConvAlgorithm::Direct};
 void set_conv_algorithm(ConvAlgorithm algorithm) {
   g_algorithm = winograd_available() ? algorithm : ConvAlgorithm::Direct;
 }
-ConvAlgorithm conv_algorithm() { return g_algorithm; }
+ConvAlgorithm conv_algorithm() {
+  return g_algorithm == ConvAlgorithm::Winograd && winograd_available() ? ConvAlgorithm::Winograd
+                                                                        : ConvAlgorithm::Direct;
+}
 
 namespace {
 std::atomic<Precision> g_precision{Precision::F32};
@@ -35,19 +38,28 @@ void set_inference_precision(Precision precision) {
 }
 Precision inference_precision() { return g_precision; }
 
+#ifdef MASKRCNN_HAVE_DNNL
+namespace {
+// Whether oneDNN builds a 16-channel convolution with these options here, and
+// not with its slow reference code (what it has where the CPU lacks the ISA).
+bool onednn_builds(const ops::DnnlConvOptions& options, int64_t kernel) {
+  try {
+    ops::DnnlConv2d probe(at::zeros({16, 16, kernel, kernel}), at::Tensor(), {1, 16, 8, 8}, options);
+    return probe.implementation().rfind("ref", 0) != 0;
+  } catch (const std::exception&) {
+    return false;
+  }
+}
+}  // namespace
+#endif
+
 bool bf16_available() {
 #ifdef MASKRCNN_HAVE_DNNL
-  // oneDNN has bf16 kernels on AVX-512 CPUs (native with avx512_bf16 or AMX,
-  // emulated on plain AVX-512); elsewhere only its slow reference code.
+  // bf16 kernels exist on AVX-512 CPUs (native with avx512_bf16 or AMX).
   static const bool available = [] {
-    try {
-      ops::DnnlConvOptions o;
-      o.bf16 = true;
-      ops::DnnlConv2d probe(at::zeros({16, 16, 1, 1}), at::Tensor(), {1, 16, 8, 8}, o);
-      return probe.implementation().rfind("ref", 0) != 0;
-    } catch (const std::exception&) {
-      return false;
-    }
+    ops::DnnlConvOptions o;
+    o.bf16 = true;
+    return onednn_builds(o, 1);
   }();
   return available;
 #else
@@ -57,17 +69,12 @@ bool bf16_available() {
 
 bool winograd_available() {
 #ifdef MASKRCNN_HAVE_DNNL
-  // Probe once: oneDNN implements Winograd only on some CPUs (AVX-512).
+  // Winograd exists on AVX-512 CPUs only.
   static const bool available = [] {
-    try {
-      ops::DnnlConvOptions o;
-      o.padding = 1;
-      o.winograd = true;
-      ops::DnnlConv2d probe(at::zeros({16, 16, 3, 3}), at::Tensor(), {1, 16, 8, 8}, o);
-      return true;
-    } catch (const std::exception&) {
-      return false;
-    }
+    ops::DnnlConvOptions o;
+    o.padding = 1;
+    o.winograd = true;
+    return onednn_builds(o, 3);
   }();
   return available;
 #else
@@ -93,11 +100,13 @@ void add_key(std::vector<int64_t>& key, const at::Tensor& t) {
 // and the mask head one per detection count. Enough for both, bounded.
 constexpr size_t kMaxPrimitives = 8;
 
-// The (h, w) padding, or null for 'same'/'valid'. The options hold a
+// The (h, w) zero padding, or null for 'same'/'valid'. The options hold a
 // c10::variant in LibTorch 1.x and a std::variant in 2.x: get_if is found
 // through the using-declaration or by argument-dependent lookup.
+// Null too for reflect/circular padding modes.
 const torch::ExpandingArray<2>* explicit_padding(const torch::nn::detail::ConvNdOptions<2>& options) {
   using std::get_if;
+  if (get_if<torch::enumtype::kZeros>(&options.padding_mode()) == nullptr) return nullptr;
   return get_if<0>(&options.padding());
 }
 
@@ -121,6 +130,9 @@ std::pair<at::Tensor, at::Tensor> InferenceConv::folded(const torch::nn::Conv2dI
     add_key(key, bn->bias);
     add_key(key, bn->running_mean);
     add_key(key, bn->running_var);
+    // batch_norm updates the running statistics in training without bumping
+    // their version; num_batches_tracked's add_ does.
+    add_key(key, bn->num_batches_tracked);
   }
   if (key != folded_key_ || !weight_.defined()) {
     if (!bn) {
@@ -189,6 +201,8 @@ at::Tensor InferenceConv::operator()(const torch::nn::Conv2dImpl& conv, const Ba
     return relu ? at::relu(y) : y;
   }
   const auto& opt = conv.options;
+  // Zero padding given as numbers: every layer here. 'same'/'valid' or
+  // reflect/circular padding take the module's own path.
   const auto* padding = explicit_padding(opt);
   const bool padding_is_explicit = padding != nullptr;
   // oneDNN is called with one stride, dilation and padding for both axes.
@@ -213,7 +227,7 @@ at::Tensor InferenceConv::operator()(const torch::nn::Conv2dImpl& conv, const Ba
     return fast->forward(x, residual);
   }
 #endif
-  if (!padding_is_explicit) {  // 'same'/'valid' padding: the module's own path, unfolded
+  if (!padding_is_explicit) {  // the module's own path, unfolded
     auto y = const_cast<torch::nn::Conv2dImpl&>(conv).forward(x);
     if (bn) y = const_cast<BatchNorm2dImpl*>(bn)->forward(y);
     if (residual.defined()) y.add_(residual);

@@ -110,6 +110,27 @@ TEST_F(InferenceConvTest, ChangedWeightsAndThreadCountsAreSeen) {
   at::set_num_threads(threads);
 }
 
+TEST_F(InferenceConvTest, RunningStatisticsUpdatedByTrainingAreSeen) {
+  // A BatchNorm2d whose affine parameters are frozen (a frozen backbone stage
+  // of a BatchNorm model) still updates its running statistics in training;
+  // batch_norm does not bump their version, so the fold must notice otherwise.
+  Layer l(8, 8, 3, 1, /*frozen=*/false);
+  l.bn->weight.set_requires_grad(false);
+  l.bn->bias.set_requires_grad(false);
+  l.conv->weight.set_requires_grad(false);
+  InferenceConv run;
+  auto x = at::randn({1, 8, 12, 12});
+  {
+    c10::InferenceMode guard;
+    EXPECT_LT(max_rel_diff(run(*l.conv, l.bn.get(), x, false), l.reference(x, false)), 1e-5);
+  }
+  l.bn->train();
+  run(*l.conv, l.bn.get(), at::randn({4, 8, 12, 12}) * 3 + 1, false);  // moves the running statistics
+  l.bn->eval();
+  c10::InferenceMode guard;
+  EXPECT_LT(max_rel_diff(run(*l.conv, l.bn.get(), x, false), l.reference(x, false)), 1e-5);
+}
+
 TEST_F(InferenceConvTest, ManyInputShapesAndEmptyBatches) {
   Layer l(16, 16, 3, 1, true);
   InferenceConv run;

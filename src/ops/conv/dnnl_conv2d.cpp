@@ -71,6 +71,9 @@ DnnlConv2d::DnnlConv2d(const at::Tensor& weight, const at::Tensor& bias,
   s.options = o;
   s.in_shape = in_shape;
   const int64_t N = in_shape[0], IC = in_shape[1], H = in_shape[2], W = in_shape[3];
+  TORCH_CHECK(weight.dim() == 4 && weight.is_cpu() && weight.size(1) == IC &&
+                  (!bias.defined() || (bias.is_cpu() && bias.numel() == weight.size(0))),
+              "DnnlConv2d: weight [OC, IC, KH, KW] and bias [OC] on the CPU, IC matching the input");
   const int64_t OC = weight.size(0), KH = weight.size(2), KW = weight.size(3);
   const int64_t OH = (H + 2 * o.padding - o.dilation * (KH - 1) - 1) / o.stride + 1;
   const int64_t OW = (W + 2 * o.padding - o.dilation * (KW - 1) - 1) / o.stride + 1;
@@ -170,6 +173,9 @@ at::Tensor DnnlConv2d::forward(const at::Tensor& x_in, const at::Tensor& residua
                   x.size(1) == s.in_shape[1] && x.size(2) == s.in_shape[2] && x.size(3) == s.in_shape[3],
               "DnnlConv2d: input of another shape than built for");
   TORCH_CHECK(s.options.residual == residual.defined(), "DnnlConv2d: residual iff built with one");
+  TORCH_CHECK(!residual.defined() ||
+                  (residual.is_cpu() && residual.sizes() == c10::IntArrayRef(s.out_shape.data(), 4)),
+              "DnnlConv2d: residual of another shape than the output");
   auto& engine = cpu_engine();
   auto& stream = thread_stream();
   try {
@@ -179,18 +185,19 @@ at::Tensor DnnlConv2d::forward(const at::Tensor& x_in, const at::Tensor& residua
       src_buffer.emplace(s.src_md);
       s.src_reorder.execute(stream, plain_src, src_buffer->memory);
     }
-    at::Tensor out;
+    at::Tensor out, r;  // r: the residual, alive until the stream is done
     std::optional<Buffer> dst_buffer;
     dnnl::memory dst;
     if (s.dst_plain) {
-      out = s.options.residual ? residual.contiguous().clone()
-                               : at::empty({s.out_shape[0], s.out_shape[1], s.out_shape[2], s.out_shape[3]});
+      out = s.options.residual ? residual.to(at::kFloat).contiguous().clone()
+                               : at::empty({s.out_shape[0], s.out_shape[1], s.out_shape[2], s.out_shape[3]},
+                                           at::kFloat);
       dst = dnnl::memory(s.dst_plain_md, engine, out.data_ptr());
     } else {
       dst_buffer.emplace(s.dst_md);
       dst = dst_buffer->memory;
       if (s.options.residual) {
-        const at::Tensor r = residual.contiguous();
+        r = residual.to(at::kFloat).contiguous();
         dnnl::memory plain_residual(s.dst_plain_md, engine, r.data_ptr());
         s.residual_reorder.execute(stream, plain_residual, dst);
       }
@@ -204,7 +211,7 @@ at::Tensor DnnlConv2d::forward(const at::Tensor& x_in, const at::Tensor& residua
     if (s.has_bias) args[DNNL_ARG_BIAS] = s.bias;
     s.conv.execute(stream, args);
     if (!s.dst_plain) {
-      out = at::empty({s.out_shape[0], s.out_shape[1], s.out_shape[2], s.out_shape[3]});
+      out = at::empty({s.out_shape[0], s.out_shape[1], s.out_shape[2], s.out_shape[3]}, at::kFloat);
       dnnl::memory plain_dst(s.dst_plain_md, engine, out.data_ptr());
       s.dst_reorder.execute(stream, dst, plain_dst);
     }

@@ -192,21 +192,20 @@ std::shared_ptr<const ops::DnnlConv2d> InferenceConv::primitive(const torch::nn:
 
 at::Tensor InferenceConv::operator()(const torch::nn::Conv2dImpl& conv, const BatchNorm2dImpl* bn,
                                      const at::Tensor& x, bool relu, const at::Tensor& residual) {
+  const auto& opt = conv.options;
+  // Zero padding given as numbers: every layer here.
+  const auto* padding = explicit_padding(opt);
   const bool bn_is_affine = !bn || bn->frozen() || !bn->is_training();
-  if (at::GradMode::is_enabled() || !bn_is_affine) {
-    // Training: the modules themselves, so autograd sees torchvision's graph.
+  if (at::GradMode::is_enabled() || !bn_is_affine || padding == nullptr) {
+    // Training ('same'/'valid' or reflect/circular padding too): the modules
+    // themselves, so autograd sees torchvision's graph.
     auto y = const_cast<torch::nn::Conv2dImpl&>(conv).forward(x);
     if (bn) y = const_cast<BatchNorm2dImpl*>(bn)->forward(y);
     if (residual.defined()) y = y + residual;
     return relu ? at::relu(y) : y;
   }
-  const auto& opt = conv.options;
-  // Zero padding given as numbers: every layer here. 'same'/'valid' or
-  // reflect/circular padding take the module's own path.
-  const auto* padding = explicit_padding(opt);
-  const bool padding_is_explicit = padding != nullptr;
   // oneDNN is called with one stride, dilation and padding for both axes.
-  const bool square = padding_is_explicit && opt.groups() == 1 && (*padding)->at(0) == (*padding)->at(1) &&
+  const bool square = opt.groups() == 1 && (*padding)->at(0) == (*padding)->at(1) &&
                       opt.stride()->at(0) == opt.stride()->at(1) && opt.dilation()->at(0) == opt.dilation()->at(1);
   const bool winograd_shape = square && opt.kernel_size()->at(0) == 3 && opt.kernel_size()->at(1) == 3 &&
                               opt.stride()->at(0) == 1 && opt.dilation()->at(0) == 1;
@@ -227,12 +226,6 @@ at::Tensor InferenceConv::operator()(const torch::nn::Conv2dImpl& conv, const Ba
     return fast->forward(x, residual);
   }
 #endif
-  if (!padding_is_explicit) {  // the module's own path, unfolded
-    auto y = const_cast<torch::nn::Conv2dImpl&>(conv).forward(x);
-    if (bn) y = const_cast<BatchNorm2dImpl*>(bn)->forward(y);
-    if (residual.defined()) y.add_(residual);
-    return relu ? y.relu_() : y;
-  }
   auto y = at::conv2d(x, weight, bias, *opt.stride(), **padding, *opt.dilation(), opt.groups());
   if (residual.defined()) y.add_(residual);
   return relu ? y.relu_() : y;

@@ -2,6 +2,8 @@
 
 #include <ATen/ATen.h>
 
+#include "modeling/stage_profile.h"
+
 namespace maskrcnn::modeling {
 
 GeneralizedRCNNImpl::GeneralizedRCNNImpl(const MaskRCNNConfig& cfg)
@@ -16,9 +18,14 @@ GeneralizedRCNNImpl::GeneralizedRCNNImpl(const MaskRCNNConfig& cfg)
 
 LossTerms GeneralizedRCNNImpl::forward_train(const std::vector<at::Tensor>& images,
                                              std::vector<TrainingTarget> targets) {
-  auto batch = transform_(images, targets);
+  ImageBatch batch;
+  {
+    ScopedStage stage("transform");
+    batch = transform_(images, targets);
+  }
   auto features = backbone->forward(batch.tensors);
   auto proposals = rpn->forward(batch, features, &targets);
+  ScopedStage stage("roi_heads.train");
   LossTerms losses = roi_heads->forward_train(features, proposals.boxes, batch.image_sizes, targets);
   for (auto& l : proposals.losses) losses.push_back(l);
   return losses;
@@ -27,10 +34,15 @@ LossTerms GeneralizedRCNNImpl::forward_train(const std::vector<at::Tensor>& imag
 std::vector<Detections> GeneralizedRCNNImpl::forward(const std::vector<at::Tensor>& images) {
   std::vector<std::pair<int64_t, int64_t>> original_sizes;
   for (auto& im : images) original_sizes.emplace_back(im.size(-2), im.size(-1));
-  auto batch = transform_(images);
+  ImageBatch batch;
+  {
+    ScopedStage stage("transform");
+    batch = transform_(images);
+  }
   auto features = backbone->forward(batch.tensors);
   auto proposals = rpn->forward(batch, features);
   auto dets = roi_heads->forward(features, proposals.boxes, batch.image_sizes);
+  ScopedStage stage("paste");
   std::vector<Detections> out;
   for (size_t i = 0; i < dets.size(); ++i)
     out.push_back(postprocess_detections(dets[i], batch.image_sizes[i], original_sizes[i]));

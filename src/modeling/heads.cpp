@@ -3,6 +3,8 @@
 #include <ATen/ATen.h>
 #include <torch/nn/init.h>
 
+#include "modeling/stage_profile.h"
+
 namespace maskrcnn::modeling {
 
 BoxHeadImpl::BoxHeadImpl(int64_t in_channels, int64_t resolution, int64_t representation,
@@ -27,12 +29,17 @@ BoxHeadImpl::BoxHeadImpl(int64_t in_channels, int64_t resolution, int64_t repres
 
 at::Tensor BoxHeadImpl::forward(const at::Tensor& x) {
   if (!conv_fc_) {
-    auto y = at::relu(fc6->forward(x.flatten(1)));
-    return at::relu(fc7->forward(y));
+    auto y = fc6->forward(x.flatten(1));
+    add_linear_flops(y, fc6->weight);
+    auto z = fc7->forward(y.relu_());
+    add_linear_flops(z, fc7->weight);
+    return z.relu_();
   }
   auto y = x;
   for (auto& c : convs_) y = c->forward(y);
-  return at::relu(fc->forward(y.flatten(1)));
+  auto z = fc->forward(y.flatten(1));
+  add_linear_flops(z, fc->weight);
+  return z.relu_();
 }
 
 FastRCNNPredictorImpl::FastRCNNPredictorImpl(int64_t in_channels, int64_t num_classes) {
@@ -42,7 +49,10 @@ FastRCNNPredictorImpl::FastRCNNPredictorImpl(int64_t in_channels, int64_t num_cl
 
 std::pair<at::Tensor, at::Tensor> FastRCNNPredictorImpl::forward(const at::Tensor& x) {
   auto f = x.flatten(1);
-  return {cls_score->forward(f), bbox_pred->forward(f)};
+  auto scores = cls_score->forward(f), deltas = bbox_pred->forward(f);
+  add_linear_flops(scores, cls_score->weight);
+  add_linear_flops(deltas, bbox_pred->weight);
+  return {scores, deltas};
 }
 
 MaskHeadImpl::MaskHeadImpl(int64_t in_channels, bool batch_norm) {
@@ -73,7 +83,11 @@ MaskRCNNPredictorImpl::MaskRCNNPredictorImpl(int64_t in_channels, int64_t dim_re
 }
 
 at::Tensor MaskRCNNPredictorImpl::forward(const at::Tensor& x) {
-  return mask_fcn_logits->forward(at::relu(conv5_mask->forward(x)));
+  auto up = conv5_mask->forward(x);
+  add_conv_transpose_flops(x, conv5_mask->weight);
+  auto logits = mask_fcn_logits->forward(up.relu_());
+  add_conv_flops(logits, mask_fcn_logits->weight);
+  return logits;
 }
 
 }  // namespace maskrcnn::modeling

@@ -1,5 +1,7 @@
 #include "modeling/inference_conv.h"
 
+#include "modeling/stage_profile.h"
+
 #include <ATen/ATen.h>
 #include <c10/core/GradMode.h>
 
@@ -192,6 +194,13 @@ std::shared_ptr<const ops::DnnlConv2d> InferenceConv::primitive(const torch::nn:
 
 at::Tensor InferenceConv::operator()(const torch::nn::Conv2dImpl& conv, const BatchNorm2dImpl* bn,
                                      const at::Tensor& x, bool relu, const at::Tensor& residual) {
+  auto y = compute(conv, bn, x, relu, residual);
+  add_conv_flops(y, conv.weight);
+  return y;
+}
+
+at::Tensor InferenceConv::compute(const torch::nn::Conv2dImpl& conv, const BatchNorm2dImpl* bn,
+                                  const at::Tensor& x, bool relu, const at::Tensor& residual) {
   const auto& opt = conv.options;
   // Zero padding given as numbers: every layer here.
   const auto* padding = explicit_padding(opt);

@@ -42,6 +42,8 @@ class InferenceConv {
 
  private:
   struct Primitive;
+  at::Tensor compute(const torch::nn::Conv2dImpl& conv, const BatchNorm2dImpl* bn, const at::Tensor& x,
+                     bool relu, const at::Tensor& residual);
   // The folded (weight, bias) for the current parameter versions.
   std::pair<at::Tensor, at::Tensor> folded(const torch::nn::Conv2dImpl& conv, const BatchNorm2dImpl* bn);
   std::shared_ptr<const ops::DnnlConv2d> primitive(const torch::nn::Conv2dImpl& conv, const at::Tensor& weight,

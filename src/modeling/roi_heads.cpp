@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 
 #include "maskrcnn/ops.h"
+#include "modeling/stage_profile.h"
 
 namespace maskrcnn::modeling {
 
@@ -68,14 +69,34 @@ std::vector<RoIDetections> RoIHeadsImpl::postprocess_detections(
 std::vector<RoIDetections> RoIHeadsImpl::forward(
     const std::vector<at::Tensor>& features, const std::vector<at::Tensor>& proposals,
     const std::vector<std::pair<int64_t, int64_t>>& image_sizes) {
-  auto box_features = box_roi_pool_(features, proposals, image_sizes);
-  box_features = box_head->forward(box_features);
-  auto [class_logits, box_regression] = box_predictor->forward(box_features);
-  auto result = postprocess_detections(class_logits, box_regression, proposals, image_sizes);
-
-  std::vector<at::Tensor> mask_boxes;
-  for (auto& r : result) mask_boxes.push_back(r.boxes);
-  auto mask_features = mask_roi_pool_(features, mask_boxes, image_sizes);
+  at::Tensor box_features, class_logits, box_regression, mask_features;
+  std::vector<at::Tensor> pooled_levels(features.begin(), features.end());
+  {
+    ScopedStage stage("roi_heads.box_roi_align");
+    // RoIAlign reads each bilinear tap as a vector of all channels from a
+    // channels-last map (~5x faster on the CPU); box and mask pooling share
+    // the one copy of the four pooled levels.
+    if (!at::GradMode::is_enabled())
+      for (size_t l = 0; l < pooled_levels.size() && l < 4; ++l)
+        if (pooled_levels[l].is_cpu()) pooled_levels[l] = pooled_levels[l].contiguous(at::MemoryFormat::ChannelsLast);
+    box_features = box_roi_pool_(pooled_levels, proposals, image_sizes);
+  }
+  {
+    ScopedStage stage("roi_heads.box_head");
+    std::tie(class_logits, box_regression) = box_predictor->forward(box_head->forward(box_features));
+  }
+  std::vector<RoIDetections> result;
+  {
+    ScopedStage stage("roi_heads.box_postprocess");
+    result = postprocess_detections(class_logits, box_regression, proposals, image_sizes);
+  }
+  {
+    ScopedStage stage("roi_heads.mask_roi_align");
+    std::vector<at::Tensor> mask_boxes;
+    for (auto& r : result) mask_boxes.push_back(r.boxes);
+    mask_features = mask_roi_pool_(pooled_levels, mask_boxes, image_sizes);
+  }
+  ScopedStage stage("roi_heads.mask_head");
   auto mask_logits = mask_predictor->forward(mask_head->forward(mask_features));
   // maskrcnn_inference: sigmoid of the predicted label's channel.
   std::vector<at::Tensor> labels;

@@ -4,6 +4,7 @@
 #include <torch/nn/init.h>
 
 #include "maskrcnn/ops.h"
+#include "modeling/stage_profile.h"
 #include "modeling/transform.h"
 
 namespace maskrcnn::modeling {
@@ -39,6 +40,8 @@ std::pair<std::vector<at::Tensor>, std::vector<at::Tensor>> RPNHeadImpl::forward
     auto t = conv->forward(f);
     logits.push_back(cls_logits->forward(t));
     bbox_reg.push_back(bbox_pred->forward(t));
+    add_conv_flops(logits.back(), cls_logits->weight);
+    add_conv_flops(bbox_reg.back(), bbox_pred->weight);
   }
   return {logits, bbox_reg};
 }
@@ -148,7 +151,12 @@ LossTerms RegionProposalNetworkImpl::compute_loss(
 RPNOutput RegionProposalNetworkImpl::forward(const ImageBatch& images,
                                              const std::vector<at::Tensor>& features,
                                              const std::vector<TrainingTarget>* targets) {
-  auto [objectness, deltas] = head->forward(features);
+  std::vector<at::Tensor> objectness, deltas;
+  {
+    ScopedStage stage("rpn.head");
+    std::tie(objectness, deltas) = head->forward(features);
+  }
+  ScopedStage stage("rpn.proposals");
   const int64_t num_images = images.tensors.size(0);
   auto anchors = anchor_generator_.anchors(images.tensors.size(-2), images.tensors.size(-1),
                                            features);

@@ -146,6 +146,25 @@ TEST(RoiAlignParity, ForwardMatchesTorchvision) {
             << " elements bit-identical to torchvision\n";
 }
 
+// Inference pools from channels-last maps (a kernel vectorised over channels):
+// it must match torchvision as the NCHW kernel does, on every case.
+TEST(RoiAlignParity, ChannelsLastForwardMatchesTorchvision) {
+  at::NoGradGuard no_grad;
+  int vectorised = 0;
+  for (const auto& c : cases()) {
+    const auto p = params_of(c);
+    const auto& input = get(c, "input");
+    auto nhwc = input.contiguous(at::MemoryFormat::ChannelsLast);
+    if (!nhwc.is_contiguous()) ++vectorised;  // a layout of its own: the channels-last kernel runs
+    auto out = run(nhwc, get(c, "rois"), p);
+    EXPECT_TRUE(out.is_contiguous());
+    EXPECT_EQ(compare(out, get(c, "out"), rtol_for(input)), "") << describe(c, p, input);
+    // Same sample order and sums per channel as the NCHW kernel.
+    EXPECT_EQ(compare(out, run(input, get(c, "rois"), p), rtol_for(input) / 10), "") << describe(c, p, input);
+  }
+  EXPECT_EQ(vectorised, 108);  // one map in four has C = 1, where both layouts are the same
+}
+
 TEST(RoiAlignParity, BackwardMatchesTorchvision) {
   int64_t exact = 0, total = 0;
   for (const auto& c : cases()) {

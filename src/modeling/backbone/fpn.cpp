@@ -3,6 +3,8 @@
 #include <torch/nn/init.h>
 #include <torch/nn/modules/container/modulelist.h>
 
+#include "modeling/stage_profile.h"
+
 namespace maskrcnn::modeling {
 
 FeaturePyramidNetworkImpl::FeaturePyramidNetworkImpl(const std::vector<int64_t>& in_channels,
@@ -56,7 +58,13 @@ BackboneWithFPNImpl::BackboneWithFPNImpl(int depth, NormSpec body_norm, bool fpn
 }
 
 std::vector<at::Tensor> BackboneWithFPNImpl::forward(const at::Tensor& images) {
-  return fpn->forward(body->forward(images));
+  std::vector<at::Tensor> stages;
+  {
+    ScopedStage stage("backbone.body");
+    stages = body->forward(images);
+  }
+  ScopedStage stage("backbone.fpn");
+  return fpn->forward(stages);
 }
 
 }  // namespace maskrcnn::modeling

@@ -2,6 +2,7 @@
 // (same sample positions, same bilinear weights, same summation order), but
 // parallel: the forward over RoIs, the backward over channels (each channel's
 // gradient plane is written by one thread only, so no atomics are needed).
+// A channels-last input takes a forward vectorised over channels.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
@@ -134,6 +135,48 @@ void roi_align_forward_impl(const T* input, const T* rois, int64_t num_rois, int
   });
 }
 
+// The same arithmetic on a channels-last map: each of a sample's four taps is
+// a contiguous vector of all channels, so the inner loop runs over channels
+// (vectorised) instead of gathering one scalar per channel per tap.
+template <typename T>
+void roi_align_forward_nhwc_impl(const T* input, const T* rois, int64_t num_rois, int64_t channels,
+                                 int64_t height, int64_t width, T spatial_scale, int64_t pooled_height,
+                                 int64_t pooled_width, int64_t sampling_ratio, bool aligned, T* output) {
+  const int64_t bins = pooled_height * pooled_width;
+  at::parallel_for(0, num_rois, 1, [&](int64_t begin, int64_t end) {
+    std::vector<T> acc(channels);
+    for (int64_t n = begin; n < end; ++n) {
+      auto g = roi_geometry<T>(rois + n * 5, spatial_scale, pooled_height, pooled_width,
+                               sampling_ratio, aligned);
+      const T count = std::max<int64_t>(g.grid_h * g.grid_w, 1);
+      const T* data = input + g.batch * height * width * channels;
+      T* out = output + n * channels * bins;
+      for (int64_t ph = 0; ph < pooled_height; ++ph)
+        for (int64_t pw = 0; pw < pooled_width; ++pw) {
+          std::fill(acc.begin(), acc.end(), T(0));
+          for (int64_t iy = 0; iy < g.grid_h; ++iy) {
+            const T yy = sample_coord<T>(g.start_h, ph, g.bin_h, iy, g.grid_h);
+            for (int64_t ix = 0; ix < g.grid_w; ++ix) {
+              const T xx = sample_coord<T>(g.start_w, pw, g.bin_w, ix, g.grid_w);
+              int64_t yl = 0, xl = 0, yh = 0, xh = 0;
+              T w1 = 0, w2 = 0, w3 = 0, w4 = 0;
+              // Outside the map: all-zero weights on position 0, as the NCHW kernel.
+              bilinear_sample<T>(height, width, yy, xx, yl, xl, yh, xh, w1, w2, w3, w4);
+              const T* a = data + (yl * width + xl) * channels;
+              const T* b = data + (yl * width + xh) * channels;
+              const T* c = data + (yh * width + xl) * channels;
+              const T* d = data + (yh * width + xh) * channels;
+              T* __restrict__ v = acc.data();
+              for (int64_t k = 0; k < channels; ++k) v[k] += w1 * a[k] + w2 * b[k] + w3 * c[k] + w4 * d[k];
+            }
+          }
+          const int64_t p = ph * pooled_width + pw;
+          for (int64_t k = 0; k < channels; ++k) out[k * bins + p] = acc[k] / count;
+        }
+    }
+  });
+}
+
 template <typename T>
 void roi_align_backward_impl(const T* grad, const T* rois, int64_t num_rois, int64_t channels,
                              int64_t height, int64_t width, T spatial_scale, int64_t pooled_height,
@@ -177,11 +220,24 @@ void roi_align_backward_impl(const T* grad, const T* rois, int64_t num_rois, int
 at::Tensor roi_align_forward_cpu(const at::Tensor& input_, const at::Tensor& rois_,
                                  double spatial_scale, int64_t pooled_height,
                                  int64_t pooled_width, int64_t sampling_ratio, bool aligned) {
-  auto input = input_.contiguous();
+  // A channels-last map (what inference passes) is read as is; anything
+  // else goes through the NCHW kernel.
+  const bool nhwc = !input_.is_contiguous() && input_.is_contiguous(at::MemoryFormat::ChannelsLast);
+  auto input = nhwc ? input_ : input_.contiguous();
   auto rois = rois_.to(input.scalar_type()).contiguous();
   const int64_t num_rois = rois.size(0), channels = input.size(1);
-  auto output = at::zeros({num_rois, channels, pooled_height, pooled_width}, input.options());
+  auto output = at::zeros({num_rois, channels, pooled_height, pooled_width},
+                          input.options().memory_format(at::MemoryFormat::Contiguous));
   if (num_rois == 0 || output.numel() == 0) return output;
+  if (nhwc) {
+    AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "roi_align_forward_cpu_nhwc", [&] {
+      roi_align_forward_nhwc_impl<scalar_t>(input.data_ptr<scalar_t>(), rois.data_ptr<scalar_t>(), num_rois,
+                                            channels, input.size(2), input.size(3),
+                                            static_cast<scalar_t>(spatial_scale), pooled_height, pooled_width,
+                                            sampling_ratio, aligned, output.data_ptr<scalar_t>());
+    });
+    return output;
+  }
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "roi_align_forward_cpu", [&] {
     roi_align_forward_impl<scalar_t>(input.data_ptr<scalar_t>(), rois.data_ptr<scalar_t>(),
                                      num_rois, channels, input.size(2), input.size(3),

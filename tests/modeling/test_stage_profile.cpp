@@ -1,0 +1,130 @@
+// StageProfiler: the stages of a forward pass, their exclusive times and the
+// FLOPs the layers report (what `maskrcnn bench` prints).
+#include <gtest/gtest.h>
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include <chrono>
+#include <thread>
+
+#include "maskrcnn/maskrcnn.h"
+#include "maskrcnn/profile.h"
+#include "modeling/stage_profile.h"
+
+namespace {
+
+using maskrcnn::StageProfiler;
+using maskrcnn::modeling::ScopedStage;
+
+const maskrcnn::StageTime* find(const std::vector<maskrcnn::StageTime>& stages, const std::string& name) {
+  for (const auto& s : stages)
+    if (s.name == name) return &s;
+  return nullptr;
+}
+
+TEST(StageProfiler, TimesAreExclusiveAndAddUp) {
+  StageProfiler profiler;
+  const auto t0 = std::chrono::steady_clock::now();
+  {
+    ScopedStage outer("outer");
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    {
+      ScopedStage inner("inner");
+      std::this_thread::sleep_for(std::chrono::milliseconds(30));
+      maskrcnn::modeling::add_stage_flops(2e9);
+    }
+    maskrcnn::modeling::add_stage_flops(1e9);
+  }
+  const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  auto stages = profiler.stages();
+  ASSERT_EQ(stages.size(), 2u);
+  EXPECT_EQ(stages[0].name, "outer");  // first seen first
+  EXPECT_EQ(stages[1].name, "inner");
+  EXPECT_GE(stages[1].seconds, 0.030);
+  EXPECT_GE(stages[0].seconds, 0.010);
+  // The inner stage's time is not counted again in the outer one.
+  EXPECT_LE(stages[0].seconds + stages[1].seconds, wall + 1e-9);
+  EXPECT_DOUBLE_EQ(stages[1].gflop, 2.0);  // FLOPs go to the innermost running stage
+  EXPECT_DOUBLE_EQ(stages[0].gflop, 1.0);
+  EXPECT_EQ(stages[0].calls, 1);
+  EXPECT_GT(stages[0].peak_rss_mb, 0.0);
+  profiler.reset();
+  EXPECT_TRUE(profiler.stages().empty());
+}
+
+TEST(StageProfiler, OnlyTheInnermostProfilerRecordsAndNoneOutsideOne) {
+  { ScopedStage nobody("unrecorded"); }  // no profiler: nothing to record into, no crash
+  StageProfiler outer;
+  {
+    StageProfiler inner;
+    { ScopedStage s("a"); }
+    ASSERT_EQ(inner.stages().size(), 1u);
+  }
+  { ScopedStage s("b"); }
+  auto stages = outer.stages();
+  ASSERT_EQ(stages.size(), 1u);
+  EXPECT_EQ(stages[0].name, "b");
+}
+
+// A whole forward pass: torchvision's stages in pipeline order, once each,
+// adding up to no more than the pass; the mask head's FLOPs are those of its
+// layers for the detections it got.
+TEST(StageProfiler, ForwardPassStagesAndMaskHeadFlops) {
+  at::manual_seed(3);
+  at::set_num_threads(2);
+  maskrcnn::MaskRCNNConfig cfg;
+  cfg.backbone_depth = 18;
+  cfg.min_size = 160;
+  cfg.max_size = 200;
+  cfg.box_score_thresh = 0.0;  // every image keeps box_detections_per_img detections
+  cfg.box_detections_per_img = 20;
+  maskrcnn::MaskRCNN model(cfg);
+  model.train(false);
+  auto image = at::rand({3, 150, 190});
+  model.predict({image});  // warm-up: primitive caches, allocator
+  StageProfiler profiler;
+  const auto t0 = std::chrono::steady_clock::now();
+  auto dets = model.predict({image}).at(0);
+  const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  auto stages = profiler.stages();
+  const std::vector<std::string> expected{"transform",
+                                          "backbone.body",
+                                          "backbone.fpn",
+                                          "rpn.head",
+                                          "rpn.proposals",
+                                          "roi_heads.box_roi_align",
+                                          "roi_heads.box_head",
+                                          "roi_heads.box_postprocess",
+                                          "roi_heads.mask_roi_align",
+                                          "roi_heads.mask_head",
+                                          "paste"};
+  ASSERT_EQ(stages.size(), expected.size());
+  double sum = 0;
+  for (size_t i = 0; i < expected.size(); ++i) {
+    EXPECT_EQ(stages[i].name, expected[i]);
+    EXPECT_EQ(stages[i].calls, 1) << stages[i].name;
+    EXPECT_GT(stages[i].seconds, 0.0) << stages[i].name;
+    sum += stages[i].seconds;
+  }
+  EXPECT_LE(sum, wall + 1e-9);
+  EXPECT_EQ(dets.size(), 20);
+  // Mask head: 4 convolutions 3x3 256->256 on 14x14, the 2x2 stride-2
+  // transposed convolution 256->256 to 28x28, the 1x1 logits 256->91.
+  const double n = static_cast<double>(dets.size());
+  const double mask_flops = n * (4 * 2.0 * 256 * 256 * 9 * 14 * 14 + 2.0 * 256 * 256 * 4 * 14 * 14 +
+                                 2.0 * 256 * 91 * 28 * 28);
+  EXPECT_NEAR(find(stages, "roi_heads.mask_head")->gflop, mask_flops * 1e-9, 1e-9);
+  // Box head: fc6 (256*7*7 -> 1024), fc7, cls_score and bbox_pred, per proposal;
+  // 1000 proposals at most.
+  const double per_roi = 2.0 * (256 * 49 * 1024 + 1024 * 1024 + 1024 * 91 + 1024 * 364);
+  const double box_gflop = find(stages, "roi_heads.box_head")->gflop;
+  const double rois = box_gflop / (per_roi * 1e-9);
+  EXPECT_NEAR(rois, std::round(rois), 1e-6);
+  EXPECT_GE(rois, 20);
+  EXPECT_LE(rois, 1000);
+  EXPECT_GT(find(stages, "backbone.body")->gflop, 0.0);
+  EXPECT_EQ(find(stages, "rpn.proposals")->gflop, 0.0);
+}
+
+}  // namespace

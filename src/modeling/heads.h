@@ -50,6 +50,10 @@ class MaskRCNNPredictorImpl : public torch::nn::Module {
  public:
   MaskRCNNPredictorImpl(int64_t in_channels, int64_t dim_reduced, int64_t num_classes);
   at::Tensor forward(const at::Tensor& x);
+  // Inference: only the logits of each RoI's own label, [N, 1, 28, 28]; the
+  // same values as forward(x)[i, labels[i]] up to float rounding, without the
+  // other num_classes - 1 channels (see heads.cpp).
+  at::Tensor forward_selected(const at::Tensor& x, const at::Tensor& labels);
   torch::nn::ConvTranspose2d conv5_mask{nullptr};
   torch::nn::Conv2d mask_fcn_logits{nullptr};
 };

@@ -96,14 +96,16 @@ std::vector<RoIDetections> RoIHeadsImpl::forward(
     for (auto& r : result) mask_boxes.push_back(r.boxes);
     mask_features = mask_roi_pool_(pooled_levels, mask_boxes, image_sizes);
   }
-  ScopedStage stage("roi_heads.mask_head");
-  auto mask_logits = mask_predictor->forward(mask_head->forward(mask_features));
-  // maskrcnn_inference: sigmoid of the predicted label's channel.
+  {
+    ScopedStage stage("roi_heads.mask_head");
+    mask_features = mask_head->forward(mask_features);
+  }
+  ScopedStage stage("roi_heads.mask_predictor");
+  // maskrcnn_inference: sigmoid of the predicted label's channel (the only
+  // one computed).
   std::vector<at::Tensor> labels;
   for (auto& r : result) labels.push_back(r.labels);
-  auto all_labels = at::cat(labels);
-  auto index = at::arange(mask_logits.size(0), all_labels.options());
-  auto probs = mask_logits.index({index, all_labels}).unsqueeze(1).sigmoid();
+  auto probs = mask_predictor->forward_selected(mask_features, at::cat(labels)).sigmoid();
   int64_t offset = 0;
   for (auto& r : result) {
     const int64_t n = r.boxes.size(0);

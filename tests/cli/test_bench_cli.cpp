@@ -29,7 +29,7 @@ TEST_F(BenchCli, SyntheticImageStagesAndJson) {
   EXPECT_EQ(j["threads"], 2);
   EXPECT_GT(j["sgemm_gflops"].get<double>(), 0.0);
   EXPECT_EQ(j["detections_per_image"].get<double>(), 100.0);  // random weights, score threshold 0
-  ASSERT_EQ(j["stages"].size(), 11u);
+  ASSERT_EQ(j["stages"].size(), 12u);
   double sum = 0;
   for (const auto& s : j["stages"]) {
     EXPECT_GT(s["ms"].get<double>(), 0.0) << s;

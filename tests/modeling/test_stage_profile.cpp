@@ -98,6 +98,7 @@ TEST(StageProfiler, ForwardPassStagesAndMaskHeadFlops) {
                                           "roi_heads.box_postprocess",
                                           "roi_heads.mask_roi_align",
                                           "roi_heads.mask_head",
+                                          "roi_heads.mask_predictor",
                                           "paste"};
   ASSERT_EQ(stages.size(), expected.size());
   double sum = 0;
@@ -109,12 +110,13 @@ TEST(StageProfiler, ForwardPassStagesAndMaskHeadFlops) {
   }
   EXPECT_LE(sum, wall + 1e-9);
   EXPECT_EQ(dets.size(), 20);
-  // Mask head: 4 convolutions 3x3 256->256 on 14x14, the 2x2 stride-2
-  // transposed convolution 256->256 to 28x28, the 1x1 logits 256->91.
+  // Mask head: 4 convolutions 3x3 256->256 on 14x14; predictor: the 2x2
+  // stride-2 transposed convolution 256->256 to 28x28 and the 1x1 logits of
+  // one class (256 -> 1) per detection.
   const double n = static_cast<double>(dets.size());
-  const double mask_flops = n * (4 * 2.0 * 256 * 256 * 9 * 14 * 14 + 2.0 * 256 * 256 * 4 * 14 * 14 +
-                                 2.0 * 256 * 91 * 28 * 28);
-  EXPECT_NEAR(find(stages, "roi_heads.mask_head")->gflop, mask_flops * 1e-9, 1e-9);
+  EXPECT_NEAR(find(stages, "roi_heads.mask_head")->gflop, n * 4 * 2.0 * 256 * 256 * 9 * 14 * 14 * 1e-9, 1e-9);
+  EXPECT_NEAR(find(stages, "roi_heads.mask_predictor")->gflop,
+              n * (2.0 * 256 * 256 * 4 * 14 * 14 + 2.0 * 256 * 28 * 28) * 1e-9, 1e-9);
   // Box head: fc6 (256*7*7 -> 1024), fc7, cls_score and bbox_pred, per proposal;
   // 1000 proposals at most.
   const double per_roi = 2.0 * (256 * 49 * 1024 + 1024 * 1024 + 1024 * 91 + 1024 * 364);

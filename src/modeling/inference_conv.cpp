@@ -33,7 +33,11 @@ ConvAlgorithm conv_algorithm() {
 
 namespace {
 std::atomic<Precision> g_precision{Precision::F32};
+std::atomic<std::size_t> g_scratchpad_budget{std::size_t{128} << 20};
 }  // namespace
+
+void set_winograd_scratchpad_budget(std::size_t bytes) { g_scratchpad_budget = bytes; }
+std::size_t winograd_scratchpad_budget() { return g_scratchpad_budget; }
 
 void set_inference_precision(Precision precision) {
   g_precision = precision == Precision::BF16 && bf16_available() ? Precision::BF16 : Precision::F32;
@@ -159,7 +163,7 @@ std::shared_ptr<const ops::DnnlConv2d> InferenceConv::primitive(const torch::nn:
 #ifdef MASKRCNN_HAVE_DNNL
   // oneDNN fixes a primitive's thread count when it is built.
   const std::vector<int64_t> key{x.size(0), x.size(1), x.size(2), x.size(3), at::get_num_threads(), relu, residual,
-                                 bf16};
+                                 bf16, static_cast<int64_t>(winograd_scratchpad_budget())};
   for (auto it = primitives_.begin(); it != primitives_.end(); ++it) {
     if (it->key != key) continue;
     primitives_.splice(primitives_.begin(), primitives_, it);
@@ -175,6 +179,7 @@ std::shared_ptr<const ops::DnnlConv2d> InferenceConv::primitive(const torch::nn:
     o.bf16 = bf16;
     o.relu = relu;
     o.residual = residual;
+    o.scratchpad_budget = winograd_scratchpad_budget();
     const ops::DnnlConv2d* same_weights = nullptr;
     for (const auto& p : primitives_)
       if (p.conv) same_weights = p.conv.get();
@@ -232,6 +237,7 @@ at::Tensor InferenceConv::compute(const torch::nn::Conv2dImpl& conv, const Batch
 #ifdef MASKRCNN_HAVE_DNNL
   if (fast) {
     ++onednn_calls_;
+    onednn_parts_ += static_cast<int64_t>(fast->parts());
     return fast->forward(x, residual);
   }
 #endif

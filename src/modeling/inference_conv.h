@@ -39,6 +39,9 @@ class InferenceConv {
                         const at::Tensor& x, bool relu, const at::Tensor& residual = {});
   // How many calls oneDNN served (Winograd, or bf16); the rest ran LibTorch's convolution.
   int64_t onednn_calls() const { return onednn_calls_; }
+  // How many oneDNN primitive runs those took (more than the calls where a
+  // convolution ran in parts for winograd_scratchpad_budget()).
+  int64_t onednn_parts() const { return onednn_parts_; }
 
  private:
   struct Primitive;
@@ -54,7 +57,7 @@ class InferenceConv {
   std::vector<int64_t> folded_key_;
   at::Tensor weight_, bias_;
   std::list<Primitive> primitives_;  // most recently used first
-  std::atomic<int64_t> onednn_calls_{0};
+  std::atomic<int64_t> onednn_calls_{0}, onednn_parts_{0};
 };
 
 }  // namespace maskrcnn::modeling

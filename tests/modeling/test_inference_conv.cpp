@@ -50,7 +50,10 @@ double max_rel_diff(const at::Tensor& a, const at::Tensor& ref) {
 class InferenceConvTest : public ::testing::Test {
  protected:
   void SetUp() override { at::manual_seed(7); }
-  void TearDown() override { maskrcnn::set_conv_algorithm(maskrcnn::ConvAlgorithm::Winograd); }
+  void TearDown() override {
+    maskrcnn::set_conv_algorithm(maskrcnn::ConvAlgorithm::Winograd);
+    maskrcnn::set_winograd_scratchpad_budget(size_t{128} << 20);
+  }
 };
 
 TEST_F(InferenceConvTest, Winograd3x3WithFoldedNormResidualAndReluMatchesTheModules) {
@@ -68,6 +71,31 @@ TEST_F(InferenceConvTest, Winograd3x3WithFoldedNormResidualAndReluMatchesTheModu
   auto x2 = at::randn({1, 16, 9, 40});
   InferenceConv run2;
   EXPECT_LT(max_rel_diff(run2(*b.conv, b.bn.get(), x2, false), b.reference(x2, false)), 1e-5);
+}
+
+// Over the scratchpad budget, Winograd runs in groups of images and bands of
+// rows (each band reading the rows above and below it, padding only at the
+// map's edges): the same outputs as one run, residual and ReLU included.
+TEST_F(InferenceConvTest, WinogradInPartsMatchesOneRun) {
+  const bool winograd = maskrcnn::winograd_available();  // else LibTorch's convolution, no parts
+  Layer l(32, 48, 3, 1, /*frozen=*/true);
+  for (auto shape : {std::vector<int64_t>{1, 32, 37, 29}, std::vector<int64_t>{5, 32, 9, 11}}) {
+    auto x = at::randn(shape);
+    auto r = at::randn({shape[0], 48, shape[2], shape[3]});
+    c10::InferenceMode guard;
+    maskrcnn::set_winograd_scratchpad_budget(0);  // never split
+    InferenceConv whole;
+    auto once = whole(*l.conv, l.bn.get(), x, true, r);
+    EXPECT_EQ(whole.onednn_parts(), winograd ? 1 : 0);
+    maskrcnn::set_winograd_scratchpad_budget(1);  // split as far as it goes: 1 image, 4-row bands
+    InferenceConv split;
+    auto parts = split(*l.conv, l.bn.get(), x, true, r);
+    // 37 rows: 9 bands of 4 and one of 1; 5 images of 9 rows: 5 x (4 + 4 + 1).
+    EXPECT_EQ(split.onednn_parts(), winograd ? (shape[0] == 1 ? 10 : 15) : 0);
+    EXPECT_EQ(split.onednn_calls(), winograd ? 1 : 0);
+    EXPECT_LT(max_rel_diff(parts, l.reference(x, true, r)), 1e-5);
+    EXPECT_LT((parts - once).abs().max().item<double>() / once.abs().max().item<double>(), 1e-5);
+  }
 }
 
 TEST_F(InferenceConvTest, DirectAndOtherShapesUseFoldedLibTorchConvolutions) {

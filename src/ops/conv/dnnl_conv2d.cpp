@@ -3,7 +3,9 @@
 #include <ATen/ATen.h>
 #include <oneapi/dnnl/dnnl.hpp>
 
+#include <map>
 #include <stdexcept>
+#include <tuple>
 #include <unordered_map>
 
 namespace maskrcnn::ops {
@@ -34,11 +36,11 @@ struct Buffer {
   }
 };
 
-// The scratchpad (Winograd's transformed tiles: up to ~300 MB for an FPN
-// level) of this thread's convolutions, grown and never shrunk. A fresh
-// allocation of that size per call would be faulted in page by page whenever
-// a new image size outgrows the heap's free blocks: ~0.9 s on this machine's
-// VM, more than the convolution itself.
+// The scratchpad (Winograd's transformed tiles) of this thread's
+// convolutions, grown and never shrunk. A fresh allocation of that size per
+// call would be faulted in page by page whenever a new image size outgrows
+// the heap's free blocks: ~0.9 s on this machine's VM for 300 MB, more than
+// the convolution itself. The scratchpad budget keeps it to ~64 MB.
 at::Tensor& thread_scratchpad(size_t bytes) {
   thread_local at::Tensor scratch;
   if (!scratch.defined() || static_cast<size_t>(scratch.numel()) < bytes) {
@@ -48,18 +50,43 @@ at::Tensor& thread_scratchpad(size_t bytes) {
   return scratch;
 }
 
+// A plain float NCHW window of `dims` into a tensor of full shape `full`
+// (its strides): parts of a split convolution read and write these in place.
+dnnl::memory::desc nchw_window(const dnnl::memory::dims& dims, const std::array<int64_t, 4>& full) {
+  return dnnl::memory::desc(dims, dt::f32, {full[1] * full[2] * full[3], full[2] * full[3], full[3], 1});
+}
+
 }  // namespace
+
+// One primitive for one part shape (images x output rows, with its padding).
+struct ConvKernel {
+  dnnl::convolution_forward::primitive_desc pd;
+  dnnl::convolution_forward conv;
+  dnnl::memory weights;
+  at::Tensor weights_storage;
+  dnnl::memory::desc src_md, dst_md;            // the layouts the primitive wants
+  dnnl::memory::desc src_view_md, dst_view_md;  // windows into the NCHW input and output
+  bool src_direct = false, dst_direct = false;  // the primitive reads / writes the windows
+  dnnl::reorder src_reorder, dst_reorder, residual_reorder;
+};
+
+struct ConvPart {
+  int64_t b0, r0, in_r0;  // first image, first output row, first input row
+  size_t kernel;
+};
 
 struct DnnlConv2d::State {
   DnnlConvOptions options;
   std::array<int64_t, 4> in_shape{}, out_shape{};
-  dnnl::convolution_forward::primitive_desc pd;
-  dnnl::convolution_forward conv;
-  dnnl::memory weights, bias;
-  at::Tensor weights_storage, bias_storage;
-  dnnl::memory::desc src_md, dst_md, src_plain_md, dst_plain_md;
-  bool src_plain = false, dst_plain = false, has_bias = false;
-  dnnl::reorder src_reorder, dst_reorder, residual_reorder;
+  bool has_bias = false;
+  dnnl::memory bias;
+  at::Tensor bias_storage;
+  dnnl::memory::desc weights_md;  // of the shared, reordered weights
+  dnnl::memory weights;
+  at::Tensor weights_storage;
+  std::vector<ConvKernel> kernels;
+  std::vector<ConvPart> parts;
+  size_t scratchpad = 0;
   std::string impl;
 };
 
@@ -80,11 +107,12 @@ DnnlConv2d::DnnlConv2d(const at::Tensor& weight, const at::Tensor& bias,
   s.out_shape = {N, OC, OH, OW};
   s.has_bias = bias.defined();
   try {
+    auto& engine = cpu_engine();
+    auto& stream = thread_stream();
     const dt compute = o.bf16 ? dt::bf16 : dt::f32;
     const dnnl::memory::desc weights_any({OC, IC, KH, KW}, compute, tag::any);
     const dnnl::memory::desc bias_md({OC}, dt::f32, tag::x);
-    const dnnl::memory::dims strides{o.stride, o.stride}, dilation{o.dilation - 1, o.dilation - 1},
-        pad{o.padding, o.padding};
+    const dnnl::memory::dims strides{o.stride, o.stride}, dilation{o.dilation - 1, o.dilation - 1};
     const auto algorithm =
         o.winograd ? dnnl::algorithm::convolution_winograd : dnnl::algorithm::convolution_direct;
     dnnl::post_ops post;
@@ -97,34 +125,82 @@ DnnlConv2d::DnnlConv2d(const at::Tensor& weight, const at::Tensor& bias,
     // own size and transforms them on each call (into the scratchpad):
     // forward_inference would keep them pre-transformed, 4x larger (36 taps
     // per 9), ~270 MB for ResNet-50-FPN, for no measurable speed.
-    const auto prop = o.winograd ? dnnl::prop_kind::forward_training : dnnl::prop_kind::forward_inference;
-    auto make_pd = [&](tag src_tag, tag dst_tag) {
-      const dnnl::memory::desc src({N, IC, H, W}, compute, src_tag), dst({N, OC, OH, OW}, dt::f32, dst_tag);
-      auto desc = s.has_bias
-                      ? dnnl::convolution_forward::desc(prop, algorithm, src,
-                                                        weights_any, bias_md, dst, strides, dilation, pad, pad)
-                      : dnnl::convolution_forward::desc(prop, algorithm, src,
-                                                        weights_any, dst, strides, dilation, pad, pad);
-      return dnnl::convolution_forward::primitive_desc(desc, attr, cpu_engine());
+    // A convolution run in parts does keep them pre-transformed: it would
+    // otherwise transform them once per part (~10 ms each).
+    auto prop = o.winograd ? dnnl::prop_kind::forward_training : dnnl::prop_kind::forward_inference;
+    // images x input rows -> output rows, with the rows' own top/bottom padding.
+    auto make_pd = [&](int64_t nb, int64_t in_rows, int64_t out_rows, int64_t pad_t, int64_t pad_b) {
+      auto make = [&](tag src_tag, tag dst_tag) {
+        const dnnl::memory::desc src({nb, IC, in_rows, W}, compute, src_tag),
+            dst({nb, OC, out_rows, OW}, dt::f32, dst_tag);
+        const dnnl::memory::dims pad_l{pad_t, o.padding}, pad_r{pad_b, o.padding};
+        auto desc = s.has_bias ? dnnl::convolution_forward::desc(prop, algorithm, src, weights_any, bias_md,
+                                                                 dst, strides, dilation, pad_l, pad_r)
+                               : dnnl::convolution_forward::desc(prop, algorithm, src, weights_any, dst,
+                                                                 strides, dilation, pad_l, pad_r);
+        return dnnl::convolution_forward::primitive_desc(desc, attr, engine);
+      };
+      auto pd = make(tag::any, tag::any);
+      // oneDNN 2.6 picks NHWC for some 1x1 convolutions; its NHWC -> NCHW
+      // reorder is ~20x slower than from the blocked layout, so ask for that.
+      auto is_nhwc = [](const dnnl::memory::desc& md) {
+        return md == dnnl::memory::desc(md.dims(), md.data_type(), tag::nhwc);
+      };
+      if (IC % 16 == 0 && OC % 16 == 0 && (is_nhwc(pd.src_desc()) || is_nhwc(pd.dst_desc()))) {
+        try {
+          pd = make(tag::nChw16c, tag::nChw16c);
+        } catch (const dnnl::error&) {  // keep the NHWC one
+        }
+      }
+      return pd;
     };
-    s.pd = make_pd(tag::any, tag::any);
-    // oneDNN 2.6 picks NHWC for some 1x1 convolutions; its NHWC -> NCHW
-    // reorder is ~20x slower than from the blocked layout, so ask for that.
-    auto is_nhwc = [](const dnnl::memory::desc& md) {
-      return md == dnnl::memory::desc(md.dims(), md.data_type(), tag::nhwc);
-    };
-    if (IC % 16 == 0 && OC % 16 == 0 && (is_nhwc(s.pd.src_desc()) || is_nhwc(s.pd.dst_desc()))) {
-      try {
-        s.pd = make_pd(tag::nChw16c, tag::nChw16c);
-      } catch (const dnnl::error&) {  // keep the NHWC one
+
+    const auto full = make_pd(N, H, OH, o.padding, o.padding);
+
+    // Parts: groups of `nb` images, bands of `rows` output rows (3x3, stride
+    // 1, padding 1: the shapes Winograd runs, where the scratchpad is big).
+    int64_t nb = N, rows = OH;
+    const bool splittable = o.winograd && o.scratchpad_budget > 0 && KH == 3 && KW == 3 && o.stride == 1 &&
+                            o.dilation == 1 && o.padding == 1;
+    if (splittable && full.scratchpad_desc().get_size() > o.scratchpad_budget) {
+      auto scratch = [&](int64_t n, int64_t r) {  // all rows, or an interior band's
+        return (r >= OH ? make_pd(n, H, OH, 1, 1) : make_pd(n, r + 2, r, 0, 0)).scratchpad_desc().get_size();
+      };
+      while (nb > 1 && scratch(nb, rows) > o.scratchpad_budget) nb = (nb + 1) / 2;
+      while (nb == 1 && rows > 4 && scratch(1, rows) > o.scratchpad_budget) rows = ((rows + 1) / 2 + 3) / 4 * 4;
+      if (nb < N || rows < OH) prop = dnnl::prop_kind::forward_inference;
+    }
+    std::map<std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t>, size_t> kernel_of;
+    for (int64_t b0 = 0; b0 < N; b0 += nb) {
+      const int64_t n = std::min(nb, N - b0);
+      for (int64_t r0 = 0; r0 < OH; r0 += rows) {
+        const int64_t r1 = std::min(OH, r0 + rows);
+        int64_t pad_t = o.padding, pad_b = o.padding, in_r0 = 0, in_rows = H;
+        if (rows < OH) {  // a band: the input rows it reads, padding only at the map's edges
+          pad_t = r0 == 0 ? 1 : 0;
+          pad_b = r1 == OH ? 1 : 0;
+          in_r0 = r0 - 1 + pad_t;
+          in_rows = std::min(H, r1 + 1) - in_r0;
+        }
+        const auto key = std::make_tuple(n, in_rows, r1 - r0, pad_t, pad_b);
+        auto it = kernel_of.find(key);
+        if (it == kernel_of.end()) {
+          ConvKernel k;
+          k.pd = (n == N && rows == OH) ? full : make_pd(n, in_rows, r1 - r0, pad_t, pad_b);
+          if (s.kernels.empty()) {
+            s.impl = k.pd.impl_info_str();
+            s.weights_md = k.pd.weights_desc();
+          }
+          it = kernel_of.emplace(key, s.kernels.size()).first;
+          s.kernels.push_back(std::move(k));
+        }
+        s.parts.push_back({b0, r0, in_r0, it->second});
       }
     }
-    s.conv = dnnl::convolution_forward(s.pd);
-    s.impl = s.pd.impl_info_str();
 
-    auto& engine = cpu_engine();
-    auto& stream = thread_stream();
-    if (same_weights && same_weights->s_->pd.weights_desc() == s.pd.weights_desc() &&
+    // Weights, reordered once (shared with another shape's convolution where
+    // the layout is the same).
+    if (same_weights && same_weights->s_->weights_md == s.weights_md &&
         same_weights->s_->has_bias == s.has_bias) {
       s.weights_storage = same_weights->s_->weights_storage;
       s.weights = same_weights->s_->weights;
@@ -133,8 +209,8 @@ DnnlConv2d::DnnlConv2d(const at::Tensor& weight, const at::Tensor& bias,
     } else {
       at::Tensor w = weight.to(at::kFloat).contiguous();
       dnnl::memory w_plain({{OC, IC, KH, KW}, dt::f32, tag::oihw}, engine, w.data_ptr());
-      s.weights_storage = at::empty({static_cast<int64_t>(s.pd.weights_desc().get_size())}, at::kByte);
-      s.weights = dnnl::memory(s.pd.weights_desc(), engine, s.weights_storage.data_ptr());
+      s.weights_storage = at::empty({static_cast<int64_t>(s.weights_md.get_size())}, at::kByte);
+      s.weights = dnnl::memory(s.weights_md, engine, s.weights_storage.data_ptr());
       dnnl::reorder(w_plain, s.weights).execute(stream, w_plain, s.weights);
       if (s.has_bias) {
         s.bias_storage = bias.to(at::kFloat).contiguous().clone();
@@ -143,19 +219,35 @@ DnnlConv2d::DnnlConv2d(const at::Tensor& weight, const at::Tensor& bias,
       stream.wait();
     }
 
-    s.src_md = s.pd.src_desc();
-    s.dst_md = s.pd.dst_desc();
-    s.src_plain_md = dnnl::memory::desc({N, IC, H, W}, dt::f32, tag::nchw);
-    s.dst_plain_md = dnnl::memory::desc({N, OC, OH, OW}, dt::f32, tag::nchw);
-    s.src_plain = s.src_md == s.src_plain_md;
-    s.dst_plain = s.dst_md == s.dst_plain_md;
-    if (!s.src_plain)
-      s.src_reorder = dnnl::reorder(dnnl::reorder::primitive_desc(engine, s.src_plain_md, engine, s.src_md));
-    if (!s.dst_plain) {
-      s.dst_reorder = dnnl::reorder(dnnl::reorder::primitive_desc(engine, s.dst_md, engine, s.dst_plain_md));
-      if (o.residual)
-        s.residual_reorder =
-            dnnl::reorder(dnnl::reorder::primitive_desc(engine, s.dst_plain_md, engine, s.dst_md));
+    for (auto& k : s.kernels) {
+      k.conv = dnnl::convolution_forward(k.pd);
+      s.scratchpad = std::max(s.scratchpad, k.pd.scratchpad_desc().get_size());
+      if (k.pd.weights_desc() == s.weights_md) {
+        k.weights = s.weights;
+        k.weights_storage = s.weights_storage;
+      } else {  // a part whose primitive wants another weight layout
+        at::Tensor w = weight.to(at::kFloat).contiguous();
+        dnnl::memory w_plain({{OC, IC, KH, KW}, dt::f32, tag::oihw}, engine, w.data_ptr());
+        k.weights_storage = at::empty({static_cast<int64_t>(k.pd.weights_desc().get_size())}, at::kByte);
+        k.weights = dnnl::memory(k.pd.weights_desc(), engine, k.weights_storage.data_ptr());
+        dnnl::reorder(w_plain, k.weights).execute(stream, w_plain, k.weights);
+        stream.wait();
+      }
+      k.src_md = k.pd.src_desc();
+      k.dst_md = k.pd.dst_desc();
+      const auto src_dims = k.src_md.dims(), dst_dims = k.dst_md.dims();
+      k.src_view_md = nchw_window(src_dims, s.in_shape);
+      k.dst_view_md = nchw_window(dst_dims, s.out_shape);
+      k.src_direct = k.src_md == k.src_view_md;
+      k.dst_direct = k.dst_md == k.dst_view_md;
+      if (!k.src_direct)
+        k.src_reorder = dnnl::reorder(dnnl::reorder::primitive_desc(engine, k.src_view_md, engine, k.src_md));
+      if (!k.dst_direct) {
+        k.dst_reorder = dnnl::reorder(dnnl::reorder::primitive_desc(engine, k.dst_md, engine, k.dst_view_md));
+        if (o.residual)
+          k.residual_reorder =
+              dnnl::reorder(dnnl::reorder::primitive_desc(engine, k.dst_view_md, engine, k.dst_md));
+      }
     }
   } catch (const dnnl::error& e) {
     throw std::runtime_error(std::string("oneDNN convolution: ") + e.what());
@@ -165,6 +257,8 @@ DnnlConv2d::DnnlConv2d(const at::Tensor& weight, const at::Tensor& bias,
 DnnlConv2d::~DnnlConv2d() = default;
 
 const std::string& DnnlConv2d::implementation() const { return s_->impl; }
+size_t DnnlConv2d::parts() const { return s_->parts.size(); }
+size_t DnnlConv2d::scratchpad_bytes() const { return s_->scratchpad; }
 
 at::Tensor DnnlConv2d::forward(const at::Tensor& x_in, const at::Tensor& residual) const {
   const State& s = *s_;
@@ -179,43 +273,44 @@ at::Tensor DnnlConv2d::forward(const at::Tensor& x_in, const at::Tensor& residua
   auto& engine = cpu_engine();
   auto& stream = thread_stream();
   try {
-    dnnl::memory plain_src(s.src_plain_md, engine, x.data_ptr());
-    std::optional<Buffer> src_buffer;
-    if (!s.src_plain) {
-      src_buffer.emplace(s.src_md);
-      s.src_reorder.execute(stream, plain_src, src_buffer->memory);
-    }
-    at::Tensor out, r;  // r: the residual, alive until the stream is done
-    std::optional<Buffer> dst_buffer;
-    dnnl::memory dst;
-    if (s.dst_plain) {
-      out = s.options.residual ? residual.to(at::kFloat).contiguous().clone()
-                               : at::empty({s.out_shape[0], s.out_shape[1], s.out_shape[2], s.out_shape[3]},
-                                           at::kFloat);
-      dst = dnnl::memory(s.dst_plain_md, engine, out.data_ptr());
-    } else {
-      dst_buffer.emplace(s.dst_md);
-      dst = dst_buffer->memory;
-      if (s.options.residual) {
-        r = residual.to(at::kFloat).contiguous();
-        dnnl::memory plain_residual(s.dst_plain_md, engine, r.data_ptr());
-        s.residual_reorder.execute(stream, plain_residual, dst);
+    const auto& [N, OC, OH, OW] = s.out_shape;
+    const int64_t in_image = s.in_shape[1] * s.in_shape[2] * s.in_shape[3], out_image = OC * OH * OW;
+    at::Tensor r;  // the residual, alive until the stream is done
+    if (s.options.residual) r = residual.to(at::kFloat).contiguous();
+    at::Tensor out = at::empty({N, OC, OH, OW}, at::kFloat);
+    bool any_direct_dst = false;
+    for (const auto& k : s.kernels) any_direct_dst |= k.dst_direct;
+    if (s.options.residual && any_direct_dst) out.copy_(r);  // the sum post-op adds onto dst
+    const dnnl::memory::desc scratch_md({static_cast<int64_t>(s.scratchpad)}, dt::u8, tag::x);
+    dnnl::memory scratch(scratch_md, engine, thread_scratchpad(s.scratchpad).data_ptr());
+    float* x_data = x.data_ptr<float>();
+    float* out_data = out.data_ptr<float>();
+    for (const auto& part : s.parts) {
+      const ConvKernel& k = s.kernels[part.kernel];
+      dnnl::memory src_view(k.src_view_md, engine, x_data + part.b0 * in_image + part.in_r0 * s.in_shape[3]);
+      const int64_t out_offset = part.b0 * out_image + part.r0 * OW;
+      dnnl::memory dst_view(k.dst_view_md, engine, out_data + out_offset);
+      std::optional<Buffer> src_buffer, dst_buffer;
+      if (!k.src_direct) {
+        src_buffer.emplace(k.src_md);
+        k.src_reorder.execute(stream, src_view, src_buffer->memory);
       }
+      if (!k.dst_direct) {
+        dst_buffer.emplace(k.dst_md);
+        if (s.options.residual) {
+          dnnl::memory residual_view(k.dst_view_md, engine, r.data_ptr<float>() + out_offset);
+          k.residual_reorder.execute(stream, residual_view, dst_buffer->memory);
+        }
+      }
+      std::unordered_map<int, dnnl::memory> args{{DNNL_ARG_SRC, src_buffer ? src_buffer->memory : src_view},
+                                                 {DNNL_ARG_WEIGHTS, k.weights},
+                                                 {DNNL_ARG_DST, dst_buffer ? dst_buffer->memory : dst_view},
+                                                 {DNNL_ARG_SCRATCHPAD, scratch}};
+      if (s.has_bias) args[DNNL_ARG_BIAS] = s.bias;
+      k.conv.execute(stream, args);
+      if (dst_buffer) k.dst_reorder.execute(stream, dst_buffer->memory, dst_view);
+      stream.wait();  // before this part's buffers go
     }
-    const dnnl::memory::desc scratch_md = s.pd.scratchpad_desc();
-    dnnl::memory scratch(scratch_md, engine, thread_scratchpad(scratch_md.get_size()).data_ptr());
-    std::unordered_map<int, dnnl::memory> args{{DNNL_ARG_SRC, src_buffer ? src_buffer->memory : plain_src},
-                                               {DNNL_ARG_WEIGHTS, s.weights},
-                                               {DNNL_ARG_DST, dst},
-                                               {DNNL_ARG_SCRATCHPAD, scratch}};
-    if (s.has_bias) args[DNNL_ARG_BIAS] = s.bias;
-    s.conv.execute(stream, args);
-    if (!s.dst_plain) {
-      out = at::empty({s.out_shape[0], s.out_shape[1], s.out_shape[2], s.out_shape[3]}, at::kFloat);
-      dnnl::memory plain_dst(s.dst_plain_md, engine, out.data_ptr());
-      s.dst_reorder.execute(stream, dst, plain_dst);
-    }
-    stream.wait();
     return out;
   } catch (const dnnl::error& e) {
     throw std::runtime_error(std::string("oneDNN convolution: ") + e.what());

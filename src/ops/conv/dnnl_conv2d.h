@@ -24,6 +24,11 @@ struct DnnlConvOptions {
   bool bf16 = false;      // bf16 src and weights, f32 accumulation and output
   bool relu = false;      // fused, after the residual add
   bool residual = false;  // forward() adds a residual of the output's shape
+  // Winograd's scratchpad holds every tile transformed: ~300 MB for a
+  // 256-channel 200x304 map. Above this many bytes the convolution runs in
+  // parts (groups of images, then bands of output rows, each with the input
+  // rows it needs) whose scratchpads fit; 0 never splits.
+  size_t scratchpad_budget = size_t{128} << 20;
 };
 
 class DnnlConv2d {
@@ -46,6 +51,10 @@ class DnnlConv2d {
   at::Tensor forward(const at::Tensor& x, const at::Tensor& residual = {}) const;
   // oneDNN's name for the implementation it chose, e.g. "jit_wino_4x3:avx512_core".
   const std::string& implementation() const;
+  // How many parts forward() runs (1 unless split for the scratchpad budget),
+  // and the largest part's scratchpad in bytes.
+  size_t parts() const;
+  size_t scratchpad_bytes() const;
 
  private:
   struct State;

@@ -80,3 +80,29 @@ for key in ("tv", "tvm", "ours_directf32", "ours_winogradf32", "ours_winogradbf1
 print("%-22s %8.0fM %9.0fM %8.0fM %8.0fM %8.0fM" % ("peak RSS", rss["tv"], rss["tvm"], rss["ours_directf32"],
       rss["ours_winogradf32"], rss["ours_winogradbf16"]))
 PY
+
+# Peak memory on one large photo (1800x1200, 100 detections): torchvision
+# pastes every mask at full image size (100 x 1800 x 1200 floats = 864 MB);
+# maskrcnn keeps each mask inside its box.
+if [ "${LARGE:-1}" != 0 ]; then
+  large=$(mktemp --suffix=.png)
+  /usr/bin/python3 bench/torchvision_infer.py make-large "${images[0]}" "$large" 1200 1800
+  big_tv=$(THREADS=$THREADS timed big_tv /usr/bin/python3 bench/torchvision_infer.py time "$WEIGHTS" 1 "$large")
+  big_tvm=$(MALLOC_MMAP_THRESHOLD_=1073741824 MALLOC_TRIM_THRESHOLD_=1073741824 THREADS=$THREADS \
+    timed big_tvm /usr/bin/python3 bench/torchvision_infer.py time "$WEIGHTS" 1 "$large")
+  big_us=$(timed big_us "$BIN" predict --threads "$THREADS" --weights "$WEIGHTS" "$large" "$large" 2>&1 >/dev/null |
+    sed -n 's/^\[2\/2\] .*: \([0-9]*\) detections (\([0-9.]*\) s)$/\2\t\1/p')
+  rm -f "$large"
+  python3 - "$rss_dir" "$big_tv" "$big_tvm" "$big_us" <<'PY'
+import os, sys
+def rss(key):
+    try:
+        return int(open(os.path.join(sys.argv[1], key)).read().split()[-1]) / 1024
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+tv, tvm, us = (x.split("\t") for x in sys.argv[2:5])
+print("1800x1200 photo (%s detections; second run of ours): time tv %ss, tv_malloc %ss, maskrcnn %ss; "
+      "peak RSS tv %.0fM, tv_malloc %.0fM, maskrcnn %.0fM" %
+      (us[1], tv[1], tvm[1], us[0], rss("big_tv"), rss("big_tvm"), rss("big_us")))
+PY
+fi

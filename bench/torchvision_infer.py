@@ -4,6 +4,7 @@
   make-weights OUT.pth        a seeded checkpoint built exactly like torchvision's COCO
                               v1 model (FrozenBatchNorm2d eps 0, legacy format, 2019 keys)
   time WEIGHTS REPS IMAGE...  per-image seconds (read + model), after one warm-up
+  make-large SRC OUT H W      SRC resized to H x W (bilinear), written as PNG
 """
 import os
 import statistics
@@ -28,6 +29,12 @@ def coco_v1_model():
 
 
 def main():
+    if sys.argv[1] == "make-large":
+        src, out, h, w = sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+        x = torchvision.io.read_image(src, torchvision.io.ImageReadMode.RGB).float().unsqueeze(0)
+        y = torch.nn.functional.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)
+        torchvision.io.write_png(y.squeeze(0).round().clamp(0, 255).to(torch.uint8), out)
+        return
     if sys.argv[1] == "make-weights":
         m = fx.build("v1_coco")
         torch.save(fx.old_key_names(m.state_dict()), sys.argv[2], _use_new_zipfile_serialization=False)

@@ -180,9 +180,9 @@ std::shared_ptr<const ops::DnnlConv2d> InferenceConv::primitive(const torch::nn:
     o.relu = relu;
     o.residual = residual;
     o.scratchpad_budget = winograd_scratchpad_budget();
-    const ops::DnnlConv2d* same_weights = nullptr;
+    std::vector<const ops::DnnlConv2d*> same_weights;
     for (const auto& p : primitives_)
-      if (p.conv) same_weights = p.conv.get();
+      if (p.conv) same_weights.push_back(p.conv.get());
     made = std::make_shared<const ops::DnnlConv2d>(
         weight, bias, std::array<int64_t, 4>{x.size(0), x.size(1), x.size(2), x.size(3)}, o, same_weights);
   } catch (const std::exception&) {

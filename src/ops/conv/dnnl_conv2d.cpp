@@ -92,7 +92,7 @@ struct DnnlConv2d::State {
 
 DnnlConv2d::DnnlConv2d(const at::Tensor& weight, const at::Tensor& bias,
                        std::array<int64_t, 4> in_shape, const DnnlConvOptions& o,
-                       const DnnlConv2d* same_weights)
+                       const std::vector<const DnnlConv2d*>& same_weights)
     : s_(std::make_unique<State>()) {
   State& s = *s_;
   s.options = o;
@@ -200,12 +200,15 @@ DnnlConv2d::DnnlConv2d(const at::Tensor& weight, const at::Tensor& bias,
 
     // Weights, reordered once (shared with another shape's convolution where
     // the layout is the same).
-    if (same_weights && same_weights->s_->weights_md == s.weights_md &&
-        same_weights->s_->has_bias == s.has_bias) {
-      s.weights_storage = same_weights->s_->weights_storage;
-      s.weights = same_weights->s_->weights;
-      s.bias_storage = same_weights->s_->bias_storage;
-      s.bias = same_weights->s_->bias;
+    const DnnlConv2d* shared = nullptr;
+    for (const DnnlConv2d* other : same_weights)
+      if (!shared && other && other->s_->weights_md == s.weights_md && other->s_->has_bias == s.has_bias)
+        shared = other;
+    if (shared) {
+      s.weights_storage = shared->s_->weights_storage;
+      s.weights = shared->s_->weights;
+      s.bias_storage = shared->s_->bias_storage;
+      s.bias = shared->s_->bias;
     } else {
       at::Tensor w = weight.to(at::kFloat).contiguous();
       dnnl::memory w_plain({{OC, IC, KH, KW}, dt::f32, tag::oihw}, engine, w.data_ptr());

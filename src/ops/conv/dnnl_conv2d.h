@@ -15,6 +15,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace maskrcnn::ops {
 
@@ -36,12 +37,12 @@ class DnnlConv2d {
   // weight [OC, IC, KH, KW] and bias [OC] (may be undefined), float, CPU.
   // in_shape {N, IC, H, W}. Throws std::runtime_error where oneDNN has no
   // implementation (e.g. Winograd on a CPU without AVX-512).
-  // `same_weights`: a convolution built from the same weight and bias for
-  // another input shape; its reordered (for Winograd: transformed) weights are
-  // shared when the layout is the same, which saves ~10 ms a layer per new
-  // image size.
+  // `same_weights`: convolutions built from the same weight and bias for
+  // other input shapes; the reordered (for Winograd: transformed) weights of
+  // the first with the same layout are shared, which saves ~10 ms a layer
+  // per new image size and a copy of the weights.
   DnnlConv2d(const at::Tensor& weight, const at::Tensor& bias, std::array<int64_t, 4> in_shape,
-             const DnnlConvOptions& options, const DnnlConv2d* same_weights = nullptr);
+             const DnnlConvOptions& options, const std::vector<const DnnlConv2d*>& same_weights = {});
   ~DnnlConv2d();
   DnnlConv2d(const DnnlConv2d&) = delete;
   DnnlConv2d& operator=(const DnnlConv2d&) = delete;

@@ -50,10 +50,10 @@ double sgemm_gflops() {
 }
 
 at::Tensor synthetic_image(const std::string& size) {
-  int h = 0, w = 0;
+  int h = 0, w = 0, end = 0;
   char x = 0;
-  if (std::sscanf(size.c_str(), "%d%c%d", &h, &x, &w) != 3 || x != 'x' || h <= 0 || w <= 0 || h > 20000 ||
-      w > 20000)
+  if (std::sscanf(size.c_str(), "%d%c%d%n", &h, &x, &w, &end) != 3 || x != 'x' ||
+      static_cast<size_t>(end) != size.size() || h <= 0 || w <= 0 || h > 20000 || w > 20000)
     throw Error("--synthetic: expected HEIGHTxWIDTH (e.g. 600x900), got '" + size + "'");
   auto gen = at::detail::createCPUGenerator(0);
   // Smooth noise: a few octaves of upsampled random fields, so the image has

@@ -8,7 +8,8 @@
 // Stages are torchvision's pipeline steps ("transform", "backbone.body",
 // "backbone.fpn", "rpn.head", "rpn.proposals", "roi_heads.box_roi_align",
 // "roi_heads.box_head", "roi_heads.box_postprocess", "roi_heads.mask_roi_align",
-// "roi_heads.mask_head", "paste"). Times are exclusive wall times on the calling
+// "roi_heads.mask_head", "roi_heads.mask_predictor", "paste"; in training,
+// "roi_heads.train" for the RoI heads and their losses). Times are exclusive wall times on the calling
 // thread (a stage inside another counts only once), so they add up to the
 // forward pass. GFLOP counts 2 x the multiply-adds of the stage's convolutions
 // and linear layers. With the model on a GPU, times are those of the host
@@ -33,7 +34,8 @@ struct StageTime {
 class StageProfiler {
  public:
   // Records the stages run on this thread while it lives; profilers nest
-  // (the innermost records).
+  // (the innermost records) and may end in any order, on the thread that
+  // made them.
   StageProfiler();
   ~StageProfiler();
   StageProfiler(const StageProfiler&) = delete;
@@ -46,7 +48,7 @@ class StageProfiler {
 
  private:
   std::unique_ptr<State> state_;
-  State* previous_;  // the enclosing profiler's, restored on destruction
+  State* previous_;  // the enclosing profiler's when this one was made
 };
 
 // This process's peak resident set size so far, in MB (getrusage).

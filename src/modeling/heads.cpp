@@ -100,9 +100,15 @@ at::Tensor MaskRCNNPredictorImpl::forward_selected(const at::Tensor& x, const at
   const int64_t n = x.size(0), ic = x.size(1), h = x.size(2), w = x.size(3);
   const auto& weight = conv5_mask->weight;  // [IC, OC, 2, 2]
   const int64_t oc = weight.size(1);
-  TORCH_CHECK(weight.size(2) == 2 && weight.size(3) == 2 && conv5_mask->options.stride()->at(0) == 2 &&
-                  conv5_mask->options.stride()->at(1) == 2 && labels.numel() == n,
-              "MaskRCNNPredictor::forward_selected: a 2x2 stride-2 conv5_mask and one label per RoI");
+  const auto& o = conv5_mask->options;
+  const auto* pad = c10::get_if<torch::ExpandingArray<2>>(&o.padding());
+  TORCH_CHECK(weight.size(2) == 2 && weight.size(3) == 2 && o.stride()->at(0) == 2 && o.stride()->at(1) == 2 &&
+                  pad && (*pad)->at(0) == 0 && (*pad)->at(1) == 0 && o.output_padding()->at(0) == 0 &&
+                  o.output_padding()->at(1) == 0 && o.dilation()->at(0) == 1 && o.dilation()->at(1) == 1 &&
+                  o.groups() == 1 && conv5_mask->bias.defined() && mask_fcn_logits->bias.defined() &&
+                  labels.numel() == n,
+              "MaskRCNNPredictor::forward_selected: torchvision's conv5_mask (2x2, stride 2, no padding) "
+              "and one label per RoI");
   if (n == 0) return at::empty({0, 1, 2 * h, 2 * w}, x.options());
   auto rows = x.permute({0, 2, 3, 1}).reshape({n * h * w, ic});
   auto up = at::mm(rows, weight.permute({0, 2, 3, 1}).reshape({ic, 4 * oc}));  // [(n,i,j), (ky,kx,o)]

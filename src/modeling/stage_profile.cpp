@@ -19,6 +19,7 @@ struct StageProfiler::State {
   std::vector<StageTime> stages;
   std::vector<const char*> keys;  // literal per stage, compared by content
   std::vector<Running> stack;
+  State* previous = nullptr;  // the enclosing profiler on this thread
 
   std::size_t index_of(const char* name) {
     for (std::size_t i = 0; i < keys.size(); ++i)
@@ -46,14 +47,35 @@ struct StageProfiler::State {
 };
 
 namespace {
+// This thread's profilers, innermost first, chained through State::previous.
 thread_local StageProfiler::State* current = nullptr;
+
+bool installed(const StageProfiler::State* s) {
+  for (auto* p = current; p != nullptr; p = p->previous)
+    if (p == s) return true;
+  return false;
+}
 }  // namespace
 
 StageProfiler::StageProfiler() : state_(std::make_unique<State>()), previous_(current) {
+  state_->previous = current;
   current = state_.get();
 }
 
-StageProfiler::~StageProfiler() { current = previous_; }
+StageProfiler::~StageProfiler() {
+  // Unlink this profiler wherever it is in the chain: profilers may end in
+  // any order (not only innermost first).
+  State* self = state_.get();
+  if (current == self) {
+    current = self->previous;
+    return;
+  }
+  for (auto* p = current; p != nullptr; p = p->previous)
+    if (p->previous == self) {
+      p->previous = self->previous;
+      return;
+    }
+}
 
 std::vector<StageTime> StageProfiler::stages() const { return state_->stages; }
 
@@ -78,8 +100,8 @@ ScopedStage::ScopedStage(const char* name) {
 }
 
 ScopedStage::~ScopedStage() {
-  // Only on the profiler it started on, and only if that one still records.
-  if (state_ != nullptr && state_ == current && !state_->stack.empty()) state_->pop();
+  // On the profiler it started on, if that one still exists.
+  if (state_ != nullptr && installed(state_) && !state_->stack.empty()) state_->pop();
 }
 
 bool stage_profiling() { return current != nullptr; }

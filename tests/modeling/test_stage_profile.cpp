@@ -6,6 +6,7 @@
 #include <ATen/Parallel.h>
 
 #include <chrono>
+#include <memory>
 #include <thread>
 
 #include "maskrcnn/maskrcnn.h"
@@ -65,6 +66,25 @@ TEST(StageProfiler, OnlyTheInnermostProfilerRecordsAndNoneOutsideOne) {
   auto stages = outer.stages();
   ASSERT_EQ(stages.size(), 1u);
   EXPECT_EQ(stages[0].name, "b");
+}
+
+// Profilers ending out of order (not innermost first) unlink themselves: the
+// survivor keeps recording and nothing points at a freed one.
+TEST(StageProfiler, ProfilersMayEndInAnyOrder) {
+  auto outer = std::make_unique<StageProfiler>();
+  auto inner = std::make_unique<StageProfiler>();
+  {
+    ScopedStage s("while-both");
+    outer.reset();  // the enclosing one ends first
+  }
+  ASSERT_EQ(inner->stages().size(), 1u);
+  EXPECT_EQ(inner->stages()[0].calls, 1);
+  inner.reset();
+  { ScopedStage s("after-both"); }  // no profiler left: nothing recorded, nothing touched
+  StageProfiler fresh;
+  { ScopedStage s("fresh"); }
+  ASSERT_EQ(fresh.stages().size(), 1u);
+  EXPECT_EQ(fresh.stages()[0].name, "fresh");
 }
 
 // A whole forward pass: torchvision's stages in pipeline order, once each,

@@ -40,7 +40,7 @@ struct Buffer {
 // convolutions, grown and never shrunk. A fresh allocation of that size per
 // call would be faulted in page by page whenever a new image size outgrows
 // the heap's free blocks: ~0.9 s on this machine's VM for 300 MB, more than
-// the convolution itself. The scratchpad budget keeps it to ~64 MB.
+// the convolution itself. The scratchpad budget keeps it to ~128 MB.
 at::Tensor& thread_scratchpad(size_t bytes) {
   thread_local at::Tensor scratch;
   if (!scratch.defined() || static_cast<size_t>(scratch.numel()) < bytes) {

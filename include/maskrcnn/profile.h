@@ -47,8 +47,7 @@ class StageProfiler {
   struct State;
 
  private:
-  std::unique_ptr<State> state_;
-  State* previous_;  // the enclosing profiler's when this one was made
+  std::unique_ptr<State> state_;  // chained to the enclosing profiler's
 };
 
 // This process's peak resident set size so far, in MB (getrusage).

@@ -57,7 +57,7 @@ bool installed(const StageProfiler::State* s) {
 }
 }  // namespace
 
-StageProfiler::StageProfiler() : state_(std::make_unique<State>()), previous_(current) {
+StageProfiler::StageProfiler() : state_(std::make_unique<State>()) {
   state_->previous = current;
   current = state_.get();
 }

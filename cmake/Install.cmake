@@ -3,7 +3,12 @@
 include(GNUInstallDirs)
 include(CMakePackageConfigHelpers)
 
-install(TARGETS maskrcnn maskrcnn_core maskrcnn_checkpoint maskrcnn_coco
+if(MASKRCNN_CORE_ONLY)
+  set(MASKRCNN_INSTALLED_TARGETS maskrcnn_core maskrcnn_checkpoint)
+else()
+  set(MASKRCNN_INSTALLED_TARGETS maskrcnn maskrcnn_core maskrcnn_checkpoint maskrcnn_coco)
+endif()
+install(TARGETS ${MASKRCNN_INSTALLED_TARGETS}
   EXPORT maskrcnnTargets
   ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
   LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}

@@ -19,7 +19,8 @@ endfunction()
 
 function(maskrcnn_pch target)
   if(MASKRCNN_USE_PCH)
-    target_precompile_headers(${target} PRIVATE <torch/torch.h>)
+    # C++ only: nvcc does not take GCC's precompiled headers.
+    target_precompile_headers(${target} PRIVATE "$<$<COMPILE_LANGUAGE:CXX>:<torch/torch.h$<ANGLE-R>>")
   endif()
 endfunction()
 
@@ -51,7 +52,15 @@ message(STATUS "maskrcnn: oneDNN Winograd convolutions: ${MASKRCNN_HAVE_DNNL}")
 if(NOT MASKRCNN_HAVE_DNNL)
   list(FILTER CORE_SOURCES EXCLUDE REGEX "/src/ops/conv/dnnl_[^/]*\\.cpp$")
 endif()
+# CUDA kernels (one .cu per op, beside its CPU kernel) behind MASKRCNN_WITH_CUDA.
+if(MASKRCNN_WITH_CUDA)
+  file(GLOB_RECURSE CORE_CUDA_SOURCES CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/src/ops/*.cu)
+  list(APPEND CORE_SOURCES ${CORE_CUDA_SOURCES})
+endif()
 maskrcnn_static_library(maskrcnn_core ${CORE_SOURCES})
+if(MASKRCNN_WITH_CUDA)
+  target_compile_definitions(maskrcnn_core PRIVATE MASKRCNN_WITH_CUDA)
+endif()
 if(MASKRCNN_HAVE_DNNL)
   target_compile_definitions(maskrcnn_core PRIVATE MASKRCNN_HAVE_DNNL)
   target_include_directories(maskrcnn_core PRIVATE ${DNNL_INCLUDE_DIR})
@@ -62,6 +71,11 @@ target_include_directories(maskrcnn_core PUBLIC
   PRIVATE ${PROJECT_SOURCE_DIR}/src)
 target_link_libraries(maskrcnn_core PUBLIC maskrcnn_checkpoint ${TORCH_LIBRARIES} Threads::Threads)
 maskrcnn_pch(maskrcnn_core)
+
+# Everything below needs OpenCV, simdjson and nlohmann-json.
+if(MASKRCNN_CORE_ONLY)
+  return()
+endif()
 
 find_package(simdjson REQUIRED)
 find_package(nlohmann_json REQUIRED)

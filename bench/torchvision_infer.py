@@ -42,7 +42,7 @@ def main():
     weights, reps, images = sys.argv[2], int(sys.argv[3]), sys.argv[4:]
     torch.set_num_threads(int(os.environ.get("THREADS", "2")))
     model = coco_v1_model()
-    model.load_state_dict(torch.load(weights))
+    model.load_state_dict(torch.load(weights, weights_only=False))
     model.eval()
 
     def once(path):

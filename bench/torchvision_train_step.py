@@ -46,9 +46,9 @@ def time_steps(weights, batch_path, reps):
     torch.set_num_threads(int(os.environ.get("THREADS", "2")))
     torch.manual_seed(0)
     model = coco_v1_model()
-    model.load_state_dict(torch.load(weights))
+    model.load_state_dict(torch.load(weights, weights_only=False))
     model.train()
-    batch = torch.load(batch_path)
+    batch = torch.load(batch_path, weights_only=False)
     n = len([k for k in batch if k.startswith("image")])
     images = [batch["image%d" % k] for k in range(n)]
     targets = [{"boxes": batch["boxes%d" % k], "labels": batch["labels%d" % k],

@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 #include <torch/nn/init.h>
+#include <torch/version.h>
 
 #include "modeling/stage_profile.h"
 
@@ -101,7 +102,12 @@ at::Tensor MaskRCNNPredictorImpl::forward_selected(const at::Tensor& x, const at
   const auto& weight = conv5_mask->weight;  // [IC, OC, 2, 2]
   const int64_t oc = weight.size(1);
   const auto& o = conv5_mask->options;
+  // LibTorch 1.x options hold a c10::variant, 2.x a std::variant.
+#if TORCH_VERSION_MAJOR >= 2
+  const auto* pad = std::get_if<torch::ExpandingArray<2>>(&o.padding());
+#else
   const auto* pad = c10::get_if<torch::ExpandingArray<2>>(&o.padding());
+#endif
   TORCH_CHECK(weight.size(2) == 2 && weight.size(3) == 2 && o.stride()->at(0) == 2 && o.stride()->at(1) == 2 &&
                   pad && (*pad)->at(0) == 0 && (*pad)->at(1) == 0 && o.output_padding()->at(0) == 0 &&
                   o.output_padding()->at(1) == 0 && o.dilation()->at(0) == 1 && o.dilation()->at(1) == 1 &&

@@ -13,7 +13,7 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 
 path, backbone, num_classes, norm = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 arch = sys.argv[5] if len(sys.argv) > 5 else "v1"
-state = torch.load(path)
+state = torch.load(path, weights_only=False)
 if arch == "v2":
     model = maskrcnn_resnet50_fpn_v2(weights=None, weights_backbone=None, num_classes=num_classes)
 else:

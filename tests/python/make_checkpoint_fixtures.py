@@ -282,8 +282,8 @@ def check_layout(path):
         z.testzip()
 
 def same(path, ref):
-    a = torch.load(path)
-    b = state_dict_of(torch.load(ref))
+    a = torch.load(path, weights_only=False)
+    b = state_dict_of(torch.load(ref, weights_only=False))
     if type(a) is not collections.OrderedDict:
         fail("top level is %s, not OrderedDict" % type(a))
     if list(a.keys()) != list(b.keys()):
@@ -306,9 +306,9 @@ def main():
         same(a.path, a.ref)
         import torchvision
         m = torchvision.models.resnet18(num_classes=10)
-        m.load_state_dict(torch.load(a.path), strict=True)
+        m.load_state_dict(torch.load(a.path, weights_only=False), strict=True)
     elif a.mode == "shared":
-        sd = torch.load(a.path)
+        sd = torch.load(a.path, weights_only=False)
         base, t, row = sd["base"], sd["base_t"], sd["row"]
         if not (t.storage().data_ptr() == base.storage().data_ptr() == row.storage().data_ptr()):
             fail("views no longer share a storage")
@@ -317,7 +317,7 @@ def main():
         if t.is_contiguous() or row.storage_offset() != base.shape[1]:
             fail("view strides/offset were not kept")
     elif a.mode == "generic":
-        obj = torch.load(a.path)
+        obj = torch.load(a.path, weights_only=False)
         expect = {
             "epoch": 7, "lr": 0.5, "name": "maskrcnn", "neg": -5, "big": 2 ** 40,
             "flags": [True, False, None], "tuple": (1, "two", 3.0), "bytes": b"\x00\xffabc",
@@ -355,10 +355,10 @@ def main():
     def add_valid(files, manifest_name):
         for f in files:
             valid.append((f, manifest_name))
-        ref = state_dict_of(torch.load(os.path.join(out, files[0])))
+        ref = state_dict_of(torch.load(os.path.join(out, files[0]), weights_only=False))
         write_manifest(os.path.join(out, manifest_name), ref)
         for f in files[1:]:  # both formats must read back the same under torch
-            other = state_dict_of(torch.load(os.path.join(out, f)))
+            other = state_dict_of(torch.load(os.path.join(out, f), weights_only=False))
             assert list(other.keys()) == list(ref.keys())
             assert all(torch.equal(other[k], ref[k]) for k in ref), f
 

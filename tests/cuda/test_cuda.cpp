@@ -108,7 +108,7 @@ TEST_F(Cuda, NmsMatchesCpu) {
       auto bcpu = maskrcnn::ops::batched_nms(boxes, scores, idxs, thr);
       auto bgpu = maskrcnn::ops::batched_nms(boxes.to(kCuda), scores.to(kCuda), idxs.to(kCuda), thr);
       ASSERT_TRUE(at::equal(bgpu.cpu(), bcpu));
-      if (n > 64) {
+      if (n >= 1000) {  // crowded enough that some boxes must go
         EXPECT_LT(cpu.numel(), n);
       }
     }

@@ -32,7 +32,8 @@ struct InstanceMask {
   at::Tensor probs;  // float [h, w] (h or w may be 0 for boxes outside the image)
 };
 
-// Detections for one image, in its original pixel coordinates.
+// Detections for one image, in its original pixel coordinates. Its tensors
+// live on the model's device (see MaskRCNN::to).
 struct Detections {
   int64_t image_height = 0, image_width = 0;
   at::Tensor boxes;   // float [N, 4] x1, y1, x2, y2
@@ -104,6 +105,10 @@ class MaskRCNN {
   // Strict: every key must be present with the right shape (after renaming
   // torchvision's older key names). `source` names the origin in errors.
   void load_state_dict(const StateDict& state, const std::string& source = "state dict");
+  // CPU, or CUDA where built with MASKRCNN_WITH_CUDA (RoIAlign and NMS
+  // kernels; the rest is ATen). On a GPU, convolutions are LibTorch's (cuDNN,
+  // with its TF32 default); Winograd, bf16 and the thread settings below are
+  // CPU-only and ignored there.
   void to(const at::Device& device);
   at::Device device() const;
 

@@ -25,14 +25,35 @@ void check_size(int h, int w) {
 }
 
 // A counts vector never empty (maskApi reads cnts[0] unconditionally).
-const uint32_t* counts_or_zero(const Rle& r, size_t& m) {
+const uint32_t* counts_or_zero(const std::vector<uint32_t>& counts, size_t& m) {
   static const uint32_t kZero = 0;
-  m = r.counts.size();
+  m = counts.size();
   if (m == 0) {
     m = 1;
     return &kZero;
   }
-  return r.counts.data();
+  return counts.data();
+}
+
+// Runs with no empty run after the first, as every maskApi encoder writes them.
+// The merge and IoU walks below stop as soon as both current runs are empty, so
+// an empty run inside the list (a hand-made or foreign RLE) would end them early
+// with a wrong answer; joining its two neighbours gives the same mask and
+// changes nothing for canonical input. Returns `counts` itself when canonical.
+const std::vector<uint32_t>& canonical_runs(const std::vector<uint32_t>& counts,
+                                            std::vector<uint32_t>& scratch) {
+  if (std::find(counts.begin() + std::min<size_t>(counts.size(), 1), counts.end(), 0u) == counts.end())
+    return counts;
+  scratch.assign(1, counts[0]);
+  for (size_t j = 1; j < counts.size();) {
+    if (counts[j] != 0) {
+      scratch.push_back(counts[j++]);
+      continue;
+    }
+    if (j + 1 < counts.size()) scratch.back() += counts[j + 1];  // same colour as back()
+    j += 2;
+  }
+  return scratch;
 }
 
 }  // namespace
@@ -137,8 +158,17 @@ BBox rle_to_bbox(const Rle& rle) {
   size_t m = (rle.counts.size() / 2) * 2;
   if (m == 0 || h == 0) return {0, 0, 0, 0};
   uint32_t xs = w, ys = h, xe = 0, ye = 0, cc = 0, xp = 0;
+  bool any = false;
   for (size_t j = 0; j < m; ++j) {
+    // An empty foreground run covers no pixel; maskApi would still read its
+    // "last pixel" at cc-1 (a background pixel, or -1 wrapped to 4e9 at the
+    // start). Canonical RLEs have none, so their boxes stay pycocotools'.
+    if (rle.counts[j | 1] == 0) {
+      cc += rle.counts[j];
+      continue;
+    }
     cc += rle.counts[j];
+    any = true;
     uint32_t t = cc - static_cast<uint32_t>(j % 2);
     uint32_t y = t % h, x = (t - y) / h;
     if (j % 2 == 0) {
@@ -152,6 +182,7 @@ BBox rle_to_bbox(const Rle& rle) {
     ys = std::min(ys, y);
     ye = std::max(ye, y);
   }
+  if (!any) return {0, 0, 0, 0};
   return {static_cast<double>(xs), static_cast<double>(ys), static_cast<double>(xe - xs + 1),
           static_cast<double>(ye - ys + 1)};
 }
@@ -164,7 +195,8 @@ Rle rle_merge(const std::vector<Rle>& rles, bool intersect) {
   // Runs that do not cover their mask would make the walk below spin forever.
   for (const Rle& r : rles)
     if (rle_total(r) != uint64_t{r.h} * r.w) throw Error("rle_merge: RLE counts do not sum to h*w");
-  std::vector<uint32_t> cnts = rles[0].counts;
+  std::vector<uint32_t> scratch;
+  std::vector<uint32_t> cnts = canonical_runs(rles[0].counts, scratch);
   if (cnts.empty()) cnts.push_back(0);
   for (size_t i = 1; i < n; ++i) {
     const Rle& B = rles[i];
@@ -175,7 +207,7 @@ Rle rle_merge(const std::vector<Rle>& rles, bool intersect) {
     }
     const std::vector<uint32_t> A = cnts;
     size_t bm = 0;
-    const uint32_t* bc = counts_or_zero(B, bm);
+    const uint32_t* bc = counts_or_zero(canonical_runs(B.counts, scratch), bm);
     cnts.clear();
     uint32_t ca = A[0], cb = bc[0], cc = 0, ct = 1;
     bool v = false, va = false, vb = false;
@@ -435,6 +467,11 @@ void rle_iou(const Rle* dt, size_t m, const Rle* gt, size_t n, const uint8_t* is
   for (size_t d = 0; d < m; ++d) db[d] = rle_to_bbox(dt[d]);
   for (size_t g = 0; g < n; ++g) gb[g] = rle_to_bbox(gt[g]);
   bbox_iou(db.data(), m, gb.data(), n, iscrowd, out);
+  // Canonical runs of each mask, copied only where a mask has empty runs.
+  std::vector<std::vector<uint32_t>> scratch(m + n);
+  std::vector<const std::vector<uint32_t>*> runs(m + n);
+  for (size_t d = 0; d < m; ++d) runs[d] = &canonical_runs(dt[d].counts, scratch[d]);
+  for (size_t g = 0; g < n; ++g) runs[m + g] = &canonical_runs(gt[g].counts, scratch[m + g]);
   for (size_t g = 0; g < n; ++g) {
     for (size_t d = 0; d < m; ++d) {
       double& o = out[d * n + g];
@@ -445,8 +482,8 @@ void rle_iou(const Rle* dt, size_t m, const Rle* gt, size_t n, const uint8_t* is
         continue;
       }
       size_t ka = 0, kb = 0;
-      const uint32_t* A = counts_or_zero(dt[d], ka);
-      const uint32_t* B = counts_or_zero(gt[g], kb);
+      const uint32_t* A = counts_or_zero(*runs[d], ka);
+      const uint32_t* B = counts_or_zero(*runs[m + g], kb);
       uint32_t ca = A[0], cb = B[0], ct = 1, i = 0, u = 0;
       bool va = false, vb = false;
       size_t a = 1, b = 1;

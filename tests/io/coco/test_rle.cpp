@@ -224,3 +224,28 @@ TEST(RleLimits, HostileInputIsAnErrorNotAHangOrUndefinedBehaviour) {
   EXPECT_EQ(rle_encode(nullptr, 0, 5).counts, std::vector<uint32_t>{0});
   EXPECT_EQ(rle_encode(nullptr, 7, 0).counts, std::vector<uint32_t>{0});
 }
+
+// Empty runs after the first (never written by pycocotools, possible in a
+// hand-made or foreign RLE) describe the same mask as their canonical form; the
+// box, merge and IoU must not read them as pixels or stop at them.
+TEST(Rle, EmptyRunsInsideTheCountsAreTheSameMask) {
+  const Rle odd{1, 5, {0, 0, 0, 5}};  // five foreground pixels, two empty runs first
+  const Rle canon{1, 5, {0, 5}};
+  ASSERT_EQ(rle_decode(odd), rle_decode(canon));
+  EXPECT_EQ(rle_to_bbox(odd), rle_to_bbox(canon));
+  EXPECT_EQ(rle_to_bbox(odd), (BBox{0, 0, 5, 1}));
+  EXPECT_EQ(rle_merge({odd, odd}, false), canon);
+  EXPECT_EQ(rle_merge({odd, odd}, true), canon);
+  EXPECT_EQ(rle_iou({odd}, {canon}, {0})[0], 1.0);
+
+  const Rle gaps{4, 2, {1, 2, 0, 0, 3, 0, 0, 2}};  // runs 1 bg, 2 fg, 3 bg, 2 fg once joined
+  const Rle joined{4, 2, {1, 2, 3, 2}};
+  ASSERT_EQ(rle_decode(gaps), rle_decode(joined));
+  EXPECT_EQ(rle_to_bbox(gaps), rle_to_bbox(joined));
+  EXPECT_EQ(rle_merge({gaps, joined}, false), joined);
+  EXPECT_EQ(rle_iou({gaps}, {joined}, {0})[0], 1.0);
+
+  const Rle none{2, 3, {4, 0, 2}};  // no foreground at all
+  EXPECT_EQ(rle_to_bbox(none), (BBox{0, 0, 0, 0}));
+  EXPECT_EQ(rle_area(rle_merge({none, none}, false)), 0u);
+}

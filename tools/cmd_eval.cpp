@@ -39,6 +39,7 @@ struct EvalOptions {
   double score_thresh = 0.05;
   double max_annotation_mb = 2048;
   ConvFlags conv;
+  std::string device = "cpu";
 };
 
 std::vector<IouType> parse_iou_types(const std::string& s) {
@@ -61,9 +62,11 @@ void run_eval_command(const EvalOptions& o) {
     if (!std::filesystem::exists(o.weights)) throw Error(o.weights + ": no such weights file");
     at::set_num_threads(o.threads);
     apply_conv_options(o.conv);
+    const at::Device device = parse_device(o.device);
     ModelOverrides mo;
     mo.box_score_thresh = o.score_thresh;
     auto model = load_model(o.weights, mo);  // + model_final.json's input sizes
+    model.to(device);
     results = o.results_out.empty()
                   ? (std::filesystem::temp_directory_path() /
                      ("maskrcnn_eval_results." + std::to_string(::getpid()) + ".json"))
@@ -122,6 +125,7 @@ void add_eval_command(CLI::App& app) {
   cmd->add_option("--score-thresh", opts->score_thresh, "With --weights: minimum detection score")
       ->capture_default_str();
   add_conv_options(cmd, opts->conv);
+  add_device_option(cmd, opts->device);
   add_annotation_size_limit(cmd, opts->max_annotation_mb);
   cmd->callback([opts] { run_eval_command(*opts); });
 }

@@ -29,6 +29,7 @@ struct PredictArgs {
   int64_t max_pixels = int64_t{1} << 28;
   int max_detections = 100;
   ConvFlags conv;
+  std::string device = "cpu";
   std::string output_json;
   std::string output_dir;
   std::vector<std::string> images;
@@ -58,6 +59,7 @@ int run_predict(const PredictArgs& a) {
   at::set_num_threads(a.threads > 0 ? a.threads
                                     : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
   apply_conv_options(a.conv);
+  const at::Device device = parse_device(a.device);  // before the weights are read
   const std::string weights = a.weights.empty() ? default_weights_path() : a.weights;
   if (!std::filesystem::exists(weights)) throw Error(missing_weights_message(weights));
   ModelOverrides o;
@@ -70,6 +72,7 @@ int run_predict(const PredictArgs& a) {
   std::vector<std::string> names;
   auto model = load_model(weights, o, &names);  // + model_final.json's sizes and names
   if (!a.labels_file.empty()) names = read_labels(a.labels_file);
+  model.to(device);
 
   if (!a.output_dir.empty()) std::filesystem::create_directories(a.output_dir);
   CocoResultsWriter results;
@@ -153,6 +156,7 @@ void add_predict_command(CLI::App& app) {
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
   add_conv_options(cmd, args->conv);
+  add_device_option(cmd, args->device);
   cmd->add_option("--output-json", args->output_json, "Write a COCO results JSON here");
   cmd->add_option("--output-dir", args->output_dir, "Write one annotated PNG per image here");
   cmd->add_option("images", args->images, "Images (JPEG, PNG, ...)")->required();

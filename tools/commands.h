@@ -25,6 +25,8 @@ struct ConvFlags {
   CLI::Option* algorithm_option = nullptr;  // to tell a given --conv from the default
 };
 void add_conv_options(CLI::App* cmd, ConvFlags& flags);
+// --device cpu|cuda|cuda:N on commands that run the model (parse_device).
+void add_device_option(CLI::App* cmd, std::string& device);
 void apply_conv_options(const ConvFlags& flags);
 
 }  // namespace maskrcnn::cli

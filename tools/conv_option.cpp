@@ -18,6 +18,12 @@ void add_conv_options(CLI::App* cmd, ConvFlags& flags) {
       ->capture_default_str();
 }
 
+void add_device_option(CLI::App* cmd, std::string& device) {
+  cmd->add_option("--device", device,
+                  "Where the model runs: cpu, or cuda / cuda:N (builds with MASKRCNN_WITH_CUDA)")
+      ->capture_default_str();
+}
+
 void apply_conv_options(const ConvFlags& flags) {
   // The default asks for Winograd where there is one: a note only when asked for.
   const bool asked = flags.algorithm_option != nullptr && flags.algorithm_option->count() > 0;

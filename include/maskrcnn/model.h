@@ -119,6 +119,14 @@ class MaskRCNN {
   std::shared_ptr<modeling::GeneralizedRCNNImpl> impl_;
 };
 
+// "cpu", "cuda" or "cuda:N", for MaskRCNN::to. Throws maskrcnn::Error naming
+// the device when it is none of those, when this build has no CUDA kernels
+// (configure with -DMASKRCNN_WITH_CUDA=ON against a CUDA LibTorch), or when
+// that GPU is not visible.
+at::Device parse_device(const std::string& name);
+// Built with the CUDA kernels of RoIAlign and NMS (MASKRCNN_WITH_CUDA).
+bool cuda_kernels_built();
+
 // torchvision's cached COCO checkpoint:
 // $TORCH_HOME/hub/checkpoints/maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth
 // (TORCH_HOME defaults to $XDG_CACHE_HOME/torch, else ~/.cache/torch).

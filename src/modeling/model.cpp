@@ -1,5 +1,6 @@
 // The public MaskRCNN class: construction, checkpoint loading, prediction.
 #include <ATen/ATen.h>
+#include <torch/cuda.h>
 #include <torch/nn/module.h>
 
 #include <cstdlib>
@@ -186,6 +187,40 @@ std::vector<std::pair<std::string, at::Tensor>> MaskRCNN::trainable_parameters()
 }
 
 void MaskRCNN::to(const at::Device& device) { impl_->to(device); }
+
+bool cuda_kernels_built() {
+#ifdef MASKRCNN_WITH_CUDA
+  return true;
+#else
+  return false;
+#endif
+}
+
+at::Device parse_device(const std::string& name) {
+  if (name == "cpu") return at::Device(at::kCPU);
+  if (name == "cuda" || name.rfind("cuda:", 0) == 0) {
+    int64_t index = 0;
+    if (name.size() > 5) {
+      const std::string digits = name.substr(5);
+      if (digits.size() > 3 || digits.find_first_not_of("0123456789") != std::string::npos)
+        throw Error("device " + name + ": not a device (cpu, cuda or cuda:N)");
+      index = std::stoll(digits);
+    } else if (name.size() == 5) {
+      throw Error("device " + name + ": not a device (cpu, cuda or cuda:N)");
+    }
+    if (!cuda_kernels_built())
+      throw Error("device " + name +
+                  ": this build has no CUDA kernels (configure with -DMASKRCNN_WITH_CUDA=ON against a "
+                  "CUDA LibTorch)");
+    const int64_t visible = static_cast<int64_t>(torch::cuda::device_count());
+    if (index >= visible)
+      throw Error("device " + name + ": " +
+                  (visible == 0 ? std::string("no CUDA GPU is visible")
+                                : std::to_string(visible) + " CUDA GPU(s) visible"));
+    return at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(index));
+  }
+  throw Error("device " + name + ": not a device (cpu, cuda or cuda:N)");
+}
 
 at::Device MaskRCNN::device() const {
   return impl_->backbone->body->parameters().at(0).device();

@@ -214,12 +214,39 @@ TEST_F(PredictCli, MaxDetectionsLimitsTheOutput) {
   EXPECT_NE(r.rc, 0);
 }
 
+TEST_F(PredictCli, DeviceFlag) {
+  const std::string image = fixtures_dir("parity") + "/images/syn_301x77.png";
+  auto r = run("predict --device cpu --max-detections 3 --weights " + weights_ + " " + image);
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 3) << r.out;
+  // Not a device: one line naming it, before the weights are read.
+  for (std::string bad : {"tpu", "cuda:", "cuda:x", "cuda:-1", "CPU"}) {
+    r = run("predict --device " + bad + " --weights " + path("missing.pth") + " " + image);
+    EXPECT_EQ(r.rc, 1) << bad;
+    expect_clean_errors(r);
+    EXPECT_NE(r.err.find("device " + bad + ": not a device"), std::string::npos) << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  }
+  // CUDA from a build without the CUDA kernels, or with no such GPU.
+  r = run("predict --device cuda:7 --weights " + weights_ + " " + image);
+  EXPECT_EQ(r.rc, 1);
+  expect_clean_errors(r);
+  EXPECT_NE(r.err.find(maskrcnn::cuda_kernels_built() ? "CUDA GPU" : "-DMASKRCNN_WITH_CUDA=ON"),
+            std::string::npos)
+      << r.err;
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  r = run("eval --device gpu --annotations " + path("a.json") + " --weights " + weights_ +
+          " --images " + path("."));
+  EXPECT_EQ(r.rc, 1);
+  EXPECT_NE(r.err.find("device gpu: not a device"), std::string::npos) << r.err;
+}
+
 TEST_F(PredictCli, HelpShowsDefaults) {
   auto r = run("predict --help");
   EXPECT_EQ(r.rc, 0);
   for (std::string s : {"--score-thresh", "0.05", "--mask-thresh", "0.5", "--min-size", "800",
                         "--max-size", "1333", "--output-json", "--output-dir", "--threads",
-                        "--max-detections", "100", "--max-pixels"})
+                        "--max-detections", "100", "--max-pixels", "--device", "cpu"})
     EXPECT_NE(r.out.find(s), std::string::npos) << s << "\n" << r.out;
 }
 

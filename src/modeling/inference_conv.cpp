@@ -210,7 +210,27 @@ at::Tensor InferenceConv::compute(const torch::nn::Conv2dImpl& conv, const Batch
   // Zero padding given as numbers: every layer here.
   const auto* padding = explicit_padding(opt);
   const bool bn_is_affine = !bn || bn->frozen() || !bn->is_training();
-  if (at::GradMode::is_enabled() || !bn_is_affine || padding == nullptr) {
+  // Frozen layers in training (the stem and layer1 by default) need no graph:
+  // nothing they read requires a gradient, so they take the inference path.
+  const auto wants_grad = [](const at::Tensor& t) { return t.defined() && t.requires_grad(); };
+  const bool needs_grad = at::GradMode::is_enabled() &&
+                          (wants_grad(x) || wants_grad(conv.weight) || wants_grad(conv.bias) ||
+                           wants_grad(residual) || (bn && (wants_grad(bn->weight) || wants_grad(bn->bias))));
+  if (needs_grad && bn && bn->frozen() && padding != nullptr) {
+    // Training with frozen batch norm (torchvision's default backbone): the
+    // affine folded into the weights inside the graph, so autograd sees one
+    // convolution with a bias instead of conv, mul and add (and their backward
+    // passes) over every feature map. Gradients reach conv.weight through the
+    // product with the frozen scale; the add and ReLU run in place, as
+    // torchvision's `out += identity; relu(inplace=True)` does.
+    auto [scale, shift] = bn->affine();
+    const at::Tensor w = conv.weight * scale.reshape({-1, 1, 1, 1});
+    const at::Tensor b = conv.bias.defined() ? conv.bias * scale + shift : shift;
+    auto y = at::conv2d(x, w, b, *opt.stride(), **padding, *opt.dilation(), opt.groups());
+    if (residual.defined()) y.add_(residual);
+    return relu ? y.relu_() : y;
+  }
+  if (needs_grad || !bn_is_affine || padding == nullptr) {
     // Training ('same'/'valid' or reflect/circular padding too): the modules
     // themselves, so autograd sees torchvision's graph.
     auto y = const_cast<torch::nn::Conv2dImpl&>(conv).forward(x);

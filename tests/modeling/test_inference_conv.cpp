@@ -208,4 +208,49 @@ TEST_F(InferenceConvTest, TrainingRunsTheModulesWithGradients) {
   EXPECT_EQ(run.onednn_calls(), 0);
 }
 
+// Training with frozen batch norm: the affine is folded into the weights inside
+// the graph. Values equal the modules', and the gradients of the weight, the
+// input and the residual equal those of conv -> bn -> + residual -> relu.
+TEST_F(InferenceConvTest, TrainingWithFrozenNormFoldsItInTheGraph) {
+  Layer l(16, 16, 3, 1, /*frozen=*/true);
+  l.bn->train();  // frozen: train() changes nothing
+  auto x = at::randn({2, 16, 12, 9}).requires_grad_(true);
+  auto r = at::randn({2, 16, 12, 9}).requires_grad_(true);
+  InferenceConv run;
+  auto y = run(*l.conv, l.bn.get(), x, true, r);
+  EXPECT_LT(max_rel_diff(y, l.reference(x.detach(), true, r.detach())), 1e-5);
+  EXPECT_EQ(run.onednn_calls(), 0);
+  const auto g = at::randn_like(y);
+  auto [gw, gx, gr] = [&] {
+    y.backward(g);
+    return std::make_tuple(l.conv->weight.grad().clone(), x.grad().clone(), r.grad().clone());
+  }();
+  l.conv->weight.mutable_grad().reset();
+  x.mutable_grad().reset();
+  r.mutable_grad().reset();
+  auto expected = at::relu(l.bn->forward(l.conv->forward(x)) + r);
+  expected.backward(g);
+  EXPECT_LT((gw - l.conv->weight.grad()).abs().max().item<double>(),
+            1e-4 * l.conv->weight.grad().abs().max().item<double>());
+  EXPECT_LT((gx - x.grad()).abs().max().item<double>(), 1e-4 * x.grad().abs().max().item<double>());
+  EXPECT_TRUE(at::equal(gr, r.grad()));
+}
+
+// Frozen layers in training (nothing they read requires a gradient) take the
+// inference path: oneDNN's Winograd with the folded weights, and no graph.
+TEST_F(InferenceConvTest, FrozenLayersInTrainingTakeTheInferencePath) {
+  Layer l(16, 16, 3, 1, /*frozen=*/true);
+  l.conv->weight.requires_grad_(false);
+  InferenceConv run;
+  auto x = at::randn({1, 16, 20, 20});
+  ASSERT_TRUE(at::GradMode::is_enabled());
+  auto y = run(*l.conv, l.bn.get(), x, true);
+  EXPECT_FALSE(y.requires_grad());
+  EXPECT_LT(max_rel_diff(y, l.reference(x, true)), 1e-5);
+  EXPECT_EQ(run.onednn_calls(), maskrcnn::winograd_available() ? 1 : 0);
+  // Once the input needs a gradient, the graph path again.
+  auto y2 = run(*l.conv, l.bn.get(), x.clone().requires_grad_(true), true);
+  EXPECT_TRUE(y2.requires_grad());
+}
+
 }  // namespace

@@ -1,8 +1,14 @@
 // maskrcnn-cpp side of bench/compare_train_iteration.sh: median seconds of one
 // SGD iteration (losses, backward, step) on a saved batch.
 //   bench_train_step WEIGHTS BATCH.pt REPS [THREADS]
+// MASKRCNN_TRACE=FILE writes the last iteration's operators as a Chrome trace
+// (LibTorch's autograd profiler), to see where an iteration's time goes.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <torch/csrc/autograd/profiler_legacy.h>
+
+#include <cstdlib>
+#include <memory>
 
 #include <algorithm>
 #include <chrono>
@@ -37,6 +43,9 @@ int main(int argc, char** argv) {
     const int reps = std::stoi(argv[3]);
     std::vector<double> times;
     for (int r = 0; r <= reps; ++r) {
+      const char* trace = std::getenv("MASKRCNN_TRACE");
+      std::unique_ptr<torch::autograd::profiler::RecordProfile> profile;
+      if (trace != nullptr && r == reps) profile = std::make_unique<torch::autograd::profiler::RecordProfile>(trace);
       auto t0 = std::chrono::steady_clock::now();
       auto losses = model.losses(images, targets);
       at::Tensor total = losses[0].second;

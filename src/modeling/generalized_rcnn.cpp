@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 
+#include "modeling/inference_conv.h"
 #include "modeling/stage_profile.h"
 
 namespace maskrcnn::modeling {
@@ -18,6 +19,10 @@ GeneralizedRCNNImpl::GeneralizedRCNNImpl(const MaskRCNNConfig& cfg)
 
 LossTerms GeneralizedRCNNImpl::forward_train(const std::vector<at::Tensor>& images,
                                              std::vector<TrainingTarget> targets) {
+  bool batch_statistics = false;
+  for (auto& m : modules())
+    if (auto* bn = dynamic_cast<BatchNorm2dImpl*>(m.get())) batch_statistics |= !bn->frozen() && bn->is_training();
+  DirectTrainingConvs exact(batch_statistics);  // why: inference_conv.h
   ImageBatch batch;
   {
     ScopedStage stage("transform");

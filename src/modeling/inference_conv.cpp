@@ -12,6 +12,7 @@
 #include "maskrcnn/model.h"
 #ifdef MASKRCNN_HAVE_DNNL
 #include "ops/conv/dnnl_conv2d.h"
+#include "ops/conv/dnnl_winograd_train.h"
 #endif
 
 namespace maskrcnn {
@@ -30,6 +31,16 @@ ConvAlgorithm conv_algorithm() {
   return g_algorithm == ConvAlgorithm::Winograd && winograd_available() ? ConvAlgorithm::Winograd
                                                                         : ConvAlgorithm::Direct;
 }
+
+namespace modeling {
+namespace {
+thread_local bool t_direct_training_convs = false;
+}
+DirectTrainingConvs::DirectTrainingConvs(bool active) : previous_(t_direct_training_convs) {
+  t_direct_training_convs = previous_ || active;
+}
+DirectTrainingConvs::~DirectTrainingConvs() { t_direct_training_convs = previous_; }
+}  // namespace modeling
 
 namespace {
 std::atomic<Precision> g_precision{Precision::F32};
@@ -216,17 +227,32 @@ at::Tensor InferenceConv::compute(const torch::nn::Conv2dImpl& conv, const Batch
   const bool needs_grad = at::GradMode::is_enabled() &&
                           (wants_grad(x) || wants_grad(conv.weight) || wants_grad(conv.bias) ||
                            wants_grad(residual) || (bn && (wants_grad(bn->weight) || wants_grad(bn->bias))));
-  if (needs_grad && bn && bn->frozen() && padding != nullptr) {
-    // Training with frozen batch norm (torchvision's default backbone): the
-    // affine folded into the weights inside the graph, so autograd sees one
-    // convolution with a bias instead of conv, mul and add (and their backward
-    // passes) over every feature map. Gradients reach conv.weight through the
-    // product with the frozen scale; the add and ReLU run in place, as
-    // torchvision's `out += identity; relu(inplace=True)` does.
-    auto [scale, shift] = bn->affine();
-    const at::Tensor w = conv.weight * scale.reshape({-1, 1, 1, 1});
-    const at::Tensor b = conv.bias.defined() ? conv.bias * scale + shift : shift;
-    auto y = at::conv2d(x, w, b, *opt.stride(), **padding, *opt.dilation(), opt.groups());
+  if (needs_grad && (!bn || bn->frozen()) && padding != nullptr && opt.groups() == 1) {
+    // Training, with frozen batch norm (torchvision's default backbone) or
+    // none: the affine folded into the weights inside the graph, so autograd
+    // sees one convolution with a bias instead of conv, mul and add (and
+    // their backward passes) over every feature map; gradients reach
+    // conv.weight through the product with the frozen scale. The add and ReLU
+    // run in place, as torchvision's `out += identity; relu(inplace=True)`.
+    at::Tensor w = conv.weight, b = conv.bias;
+    if (bn) {
+      auto [scale, shift] = bn->affine();
+      w = conv.weight * scale.reshape({-1, 1, 1, 1});
+      b = conv.bias.defined() ? conv.bias * scale + shift : shift;
+    }
+    at::Tensor y;
+#ifdef MASKRCNN_HAVE_DNNL
+    // 3x3 stride-1 layers: oneDNN's Winograd forward and backward.
+    const bool winograd_3x3 = opt.kernel_size()->at(0) == 3 && opt.kernel_size()->at(1) == 3 &&
+                              opt.stride()->at(0) == 1 && opt.stride()->at(1) == 1 &&
+                              opt.dilation()->at(0) == 1 && opt.dilation()->at(1) == 1 &&
+                              (*padding)->at(0) == (*padding)->at(1);
+    if (winograd_3x3 && b.defined() && !t_direct_training_convs && conv_algorithm() == ConvAlgorithm::Winograd) {
+      y = ops::winograd_conv2d_train(x, w, b, (*padding)->at(0));
+      if (y.defined()) ++onednn_calls_;
+    }
+#endif
+    if (!y.defined()) y = at::conv2d(x, w, b, *opt.stride(), **padding, *opt.dilation(), opt.groups());
     if (residual.defined()) y.add_(residual);
     return relu ? y.relu_() : y;
   }

@@ -27,6 +27,23 @@ class DnnlConv2d;
 
 namespace maskrcnn::modeling {
 
+// While alive on this thread, training convolutions stay on LibTorch's direct
+// algorithm (as torchvision computes them) instead of oneDNN's Winograd.
+// forward_train holds one when the model has batch norm with batch statistics:
+// its backward subtracts the batch mean of the gradient, cancelling most of
+// it, so Winograd's ~1e-6 rounding grows to ~2e-3 in the deep gradients
+// (torchvision itself moves ~1e-2 there between 1 and 2 threads).
+class DirectTrainingConvs {
+ public:
+  DirectTrainingConvs(bool active = true);
+  ~DirectTrainingConvs();
+  DirectTrainingConvs(const DirectTrainingConvs&) = delete;
+  DirectTrainingConvs& operator=(const DirectTrainingConvs&) = delete;
+
+ private:
+  bool previous_;
+};
+
 class InferenceConv {
  public:
   InferenceConv();

@@ -3,6 +3,8 @@
 // against LibTorch's modules computed in double precision.
 #include <gtest/gtest.h>
 
+#include <array>
+
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <c10/core/InferenceMode.h>
@@ -219,7 +221,8 @@ TEST_F(InferenceConvTest, TrainingWithFrozenNormFoldsItInTheGraph) {
   InferenceConv run;
   auto y = run(*l.conv, l.bn.get(), x, true, r);
   EXPECT_LT(max_rel_diff(y, l.reference(x.detach(), true, r.detach())), 1e-5);
-  EXPECT_EQ(run.onednn_calls(), 0);
+  // 3x3 stride 1: oneDNN's Winograd, forward and backward, where the CPU has it.
+  EXPECT_EQ(run.onednn_calls(), maskrcnn::winograd_available() ? 1 : 0);
   const auto g = at::randn_like(y);
   auto [gw, gx, gr] = [&] {
     y.backward(g);
@@ -234,6 +237,53 @@ TEST_F(InferenceConvTest, TrainingWithFrozenNormFoldsItInTheGraph) {
             1e-4 * l.conv->weight.grad().abs().max().item<double>());
   EXPECT_LT((gx - x.grad()).abs().max().item<double>(), 1e-4 * x.grad().abs().max().item<double>());
   EXPECT_TRUE(at::equal(gr, r.grad()));
+}
+
+// Models with batch statistics (trainable BatchNorm2d in train mode) keep
+// their training convolutions on LibTorch's direct algorithm.
+TEST_F(InferenceConvTest, DirectTrainingConvsKeepsLibTorchsConvolution) {
+  Layer l(16, 16, 3, 1, /*frozen=*/true);
+  auto x = at::randn({2, 16, 12, 9}).requires_grad_(true);
+  InferenceConv run;
+  at::Tensor y;
+  {
+    maskrcnn::modeling::DirectTrainingConvs direct;
+    {
+      maskrcnn::modeling::DirectTrainingConvs inactive(false);  // nested: still direct
+      y = run(*l.conv, l.bn.get(), x, true);
+    }
+    y = run(*l.conv, l.bn.get(), x, true);
+  }
+  EXPECT_EQ(run.onednn_calls(), 0);
+  auto w = l.conv->weight * l.bn->affine().first.reshape({-1, 1, 1, 1});
+  EXPECT_TRUE(at::equal(y, at::relu(at::conv2d(x, w, l.bn->affine().second, 1, 1))));
+  y = run(*l.conv, l.bn.get(), x, true);  // guard gone: Winograd again where available
+  EXPECT_EQ(run.onednn_calls(), maskrcnn::winograd_available() ? 1 : 0);
+}
+
+// Training 3x3 layers without norm (FPN outputs, RPN head, mask head): values
+// and the gradients of input, weight and bias against LibTorch in double.
+TEST_F(InferenceConvTest, Training3x3GradientsMatchLibTorchInDouble) {
+  for (auto [n, ic, oc, h, w] : {std::array<int64_t, 5>{2, 64, 32, 37, 29}, std::array<int64_t, 5>{1, 256, 256, 13, 10},
+                                 std::array<int64_t, 5>{3, 16, 48, 4, 5}}) {
+    SCOPED_TRACE(std::to_string(ic) + "->" + std::to_string(oc) + " at " + std::to_string(h) + "x" + std::to_string(w));
+    torch::nn::Conv2d conv(torch::nn::Conv2dOptions(ic, oc, 3).padding(1).bias(true));
+    auto x = at::randn({n, ic, h, w}).requires_grad_(true);
+    InferenceConv run;
+    auto y = run(*conv, nullptr, x, true);
+    const auto g = at::randn_like(y);
+    y.backward(g);
+    auto xd = x.detach().to(at::kDouble).requires_grad_(true);
+    auto wd = conv->weight.detach().to(at::kDouble).requires_grad_(true);
+    auto bd = conv->bias.detach().to(at::kDouble).requires_grad_(true);
+    auto yd = at::relu(at::conv2d(xd, wd, bd, 1, 1));
+    yd.backward(g.to(at::kDouble));
+    EXPECT_LT(max_rel_diff(y, yd.detach()), 1e-5);
+    EXPECT_LT(max_rel_diff(x.grad(), xd.grad()), 1e-5);
+    EXPECT_LT(max_rel_diff(conv->weight.grad(), wd.grad()), 1e-5);
+    EXPECT_LT(max_rel_diff(conv->bias.grad(), bd.grad()), 1e-5);
+    EXPECT_EQ(run.onednn_calls(), maskrcnn::winograd_available() ? 1 : 0);
+  }
 }
 
 // Frozen layers in training (nothing they read requires a gradient) take the

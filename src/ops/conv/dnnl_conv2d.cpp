@@ -1,5 +1,7 @@
 #include "ops/conv/dnnl_conv2d.h"
 
+#include "ops/conv/dnnl_common.h"
+
 #include <ATen/ATen.h>
 #include <oneapi/dnnl/dnnl.hpp>
 
@@ -14,17 +16,8 @@ namespace {
 using tag = dnnl::memory::format_tag;
 using dt = dnnl::memory::data_type;
 
-dnnl::engine& cpu_engine() {
-  static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
-  return engine;
-}
-
-// One stream per calling thread: streams are cheap, and sharing one between
-// threads would serialise unrelated forward passes.
-dnnl::stream& thread_stream() {
-  thread_local dnnl::stream stream(cpu_engine());
-  return stream;
-}
+using dnnl_common::cpu_engine;
+using dnnl_common::thread_stream;
 
 // A LibTorch byte buffer that a dnnl::memory views.
 struct Buffer {
@@ -35,20 +28,6 @@ struct Buffer {
     memory = dnnl::memory(md, cpu_engine(), storage.data_ptr());
   }
 };
-
-// The scratchpad (Winograd's transformed tiles) of this thread's
-// convolutions, grown and never shrunk. A fresh allocation of that size per
-// call would be faulted in page by page whenever a new image size outgrows
-// the heap's free blocks: ~0.9 s on this machine's VM for 300 MB, more than
-// the convolution itself. The scratchpad budget keeps it to ~128 MB.
-at::Tensor& thread_scratchpad(size_t bytes) {
-  thread_local at::Tensor scratch;
-  if (!scratch.defined() || static_cast<size_t>(scratch.numel()) < bytes) {
-    scratch = at::Tensor();  // free the old one first
-    scratch = at::empty({static_cast<int64_t>(bytes) + 64}, at::kByte);
-  }
-  return scratch;
-}
 
 // A plain float NCHW window of `dims` into a tensor of full shape `full`
 // (its strides): parts of a split convolution read and write these in place.
@@ -284,8 +263,8 @@ at::Tensor DnnlConv2d::forward(const at::Tensor& x_in, const at::Tensor& residua
     bool any_direct_dst = false;
     for (const auto& k : s.kernels) any_direct_dst |= k.dst_direct;
     if (s.options.residual && any_direct_dst) out.copy_(r);  // the sum post-op adds onto dst
-    const dnnl::memory::desc scratch_md({static_cast<int64_t>(s.scratchpad)}, dt::u8, tag::x);
-    dnnl::memory scratch(scratch_md, engine, thread_scratchpad(s.scratchpad).data_ptr());
+    // The scratchpad budget keeps it to ~128 MB.
+    dnnl::memory scratch = dnnl_common::thread_scratchpad(s.scratchpad);
     float* x_data = x.data_ptr<float>();
     float* out_data = out.data_ptr<float>();
     for (const auto& part : s.parts) {

@@ -27,6 +27,9 @@ int main(int argc, char** argv) {
   }
   try {
     at::set_num_threads(argc > 4 ? std::stoi(argv[4]) : 2);
+    // MASKRCNN_SCRATCHPAD_MB: Winograd's scratchpad budget (default 128; 0 no limit).
+    if (const char* mb = std::getenv("MASKRCNN_SCRATCHPAD_MB"))
+      maskrcnn::set_winograd_scratchpad_budget(std::stoull(mb) << 20);
     auto model = maskrcnn::MaskRCNN::from_checkpoint(argv[1]);
     model.train(true);
     std::map<std::string, at::Tensor> batch;

@@ -137,7 +137,9 @@ MaskRCNNConfig infer_config(const StateDict& state, const std::string& source);
 
 // Makes glibc keep freed large blocks in the heap instead of unmapping them
 // (feature maps are 50-200 MB; re-faulting them after every layer tripled
-// inference time). MaskRCNN's constructors call it once; set
+// inference time), and gives LibTorch a CPU allocator on plain malloc so
+// that they are reused (glibc does not reuse freed blocks of LibTorch's
+// posix_memalign). MaskRCNN's constructors call it once; set
 // MASKRCNN_KEEP_MALLOC=1 to leave malloc's settings alone. No-op off glibc.
 // Also caps oneDNN's process-wide primitive cache at 16 primitives (~500 MB
 // less peak RSS over many image sizes); ONEDNN_PRIMITIVE_CACHE_CAPACITY overrides.

@@ -248,8 +248,9 @@ at::Tensor InferenceConv::compute(const torch::nn::Conv2dImpl& conv, const Batch
                               opt.dilation()->at(0) == 1 && opt.dilation()->at(1) == 1 &&
                               (*padding)->at(0) == (*padding)->at(1);
     if (winograd_3x3 && b.defined() && !t_direct_training_convs && conv_algorithm() == ConvAlgorithm::Winograd) {
-      y = ops::winograd_conv2d_train(x, w, b, (*padding)->at(0));
-      if (y.defined()) ++onednn_calls_;
+      int64_t runs = 0;
+      y = ops::winograd_conv2d_train(x, w, b, (*padding)->at(0), winograd_scratchpad_budget(), &runs);
+      if (y.defined()) ++onednn_calls_, onednn_parts_ += runs;
     }
 #endif
     if (!y.defined()) y = at::conv2d(x, w, b, *opt.stride(), **padding, *opt.dilation(), opt.groups());

@@ -262,11 +262,21 @@ TEST_F(InferenceConvTest, DirectTrainingConvsKeepsLibTorchsConvolution) {
 }
 
 // Training 3x3 layers without norm (FPN outputs, RPN head, mask head): values
-// and the gradients of input, weight and bias against LibTorch in double.
+// and the gradients of input, weight and bias against LibTorch in double, in
+// one run and with a scratchpad budget of 1 byte (one image per run, the
+// weight gradient summed over the images).
 TEST_F(InferenceConvTest, Training3x3GradientsMatchLibTorchInDouble) {
-  for (auto [n, ic, oc, h, w] : {std::array<int64_t, 5>{2, 64, 32, 37, 29}, std::array<int64_t, 5>{1, 256, 256, 13, 10},
-                                 std::array<int64_t, 5>{3, 16, 48, 4, 5}}) {
-    SCOPED_TRACE(std::to_string(ic) + "->" + std::to_string(oc) + " at " + std::to_string(h) + "x" + std::to_string(w));
+  const auto budget = maskrcnn::winograd_scratchpad_budget();
+  struct Restore {
+    std::size_t bytes;
+    ~Restore() { maskrcnn::set_winograd_scratchpad_budget(bytes); }
+  } restore{budget};
+  for (auto [n, ic, oc, h, w, split] :
+       {std::array<int64_t, 6>{2, 64, 32, 37, 29, 0}, std::array<int64_t, 6>{1, 256, 256, 13, 10, 0},
+        std::array<int64_t, 6>{3, 16, 48, 4, 5, 0}, std::array<int64_t, 6>{3, 32, 16, 21, 18, 1}}) {
+    SCOPED_TRACE(std::to_string(ic) + "->" + std::to_string(oc) + " at " + std::to_string(h) + "x" + std::to_string(w) +
+                 (split ? ", one image per run" : ""));
+    maskrcnn::set_winograd_scratchpad_budget(split ? 1 : 0);
     torch::nn::Conv2d conv(torch::nn::Conv2dOptions(ic, oc, 3).padding(1).bias(true));
     auto x = at::randn({n, ic, h, w}).requires_grad_(true);
     InferenceConv run;
@@ -283,6 +293,7 @@ TEST_F(InferenceConvTest, Training3x3GradientsMatchLibTorchInDouble) {
     EXPECT_LT(max_rel_diff(conv->weight.grad(), wd.grad()), 1e-5);
     EXPECT_LT(max_rel_diff(conv->bias.grad(), bd.grad()), 1e-5);
     EXPECT_EQ(run.onednn_calls(), maskrcnn::winograd_available() ? 1 : 0);
+    EXPECT_EQ(run.onednn_parts(), maskrcnn::winograd_available() ? (split ? n : 1) : 0);
   }
 }
 

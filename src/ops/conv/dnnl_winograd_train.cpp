@@ -6,6 +6,7 @@
 #include <ATen/Parallel.h>
 #include <torch/autograd.h>
 
+#include <algorithm>
 #include <list>
 #include <memory>
 #include <mutex>
@@ -166,26 +167,44 @@ Key key_of(const at::Tensor& x, const at::Tensor& w, int64_t padding) {
   return {x.size(0), x.size(1), x.size(2), x.size(3), w.size(0), padding, at::get_num_threads()};
 }
 
+// Runs fn(first, count) over [0, n) in groups of `part` images.
+template <typename Fn>
+void for_parts(int64_t n, int64_t part, Fn&& fn) {
+  for (int64_t first = 0; first < n; first += part) fn(first, std::min(part, n - first));
+}
+
+std::shared_ptr<const Kernels> kernels_of_part(const at::Tensor& x, const at::Tensor& w, int64_t padding,
+                                               int64_t count) {
+  Key key = key_of(x, w, padding);
+  key[0] = count;
+  auto k = kernels_for(key);
+  TORCH_CHECK(k, "winograd_conv2d_train: no kernels for this shape");
+  return k;
+}
+
 class WinogradConvFunction : public torch::autograd::Function<WinogradConvFunction> {
  public:
+  // `part`: images per primitive run (a smaller scratchpad, see the header).
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x_in, const at::Tensor& w_in,
-                            const at::Tensor& b_in, int64_t padding) {
+                            const at::Tensor& b_in, int64_t padding, int64_t part) {
     const at::Tensor x = x_in.contiguous(), w = w_in.contiguous(), b = b_in.contiguous();
-    const Key key = key_of(x, w, padding);
-    auto k = kernels_for(key);
-    TORCH_CHECK(k, "winograd_conv2d_train: no kernels for this shape");
     ctx->save_for_backward({x, w});
     ctx->saved_data["padding"] = padding;
+    ctx->saved_data["part"] = part;
     at::Tensor y = at::empty({x.size(0), w.size(0), x.size(2) + 2 * padding - 2, x.size(3) + 2 * padding - 2},
                              x.options());
-    Call c;
-    std::unordered_map<int, dnnl::memory> args{
-        {DNNL_ARG_SRC, c.in(k->fwd_x, k->x_plain, k->fwd_pd.src_desc(), x)},
-        {DNNL_ARG_WEIGHTS, c.in(k->fwd_w, k->w_plain, k->fwd_pd.weights_desc(), w)},
-        {DNNL_ARG_BIAS, dnnl::memory(k->b_plain, cpu_engine(), b.data_ptr())},
-        {DNNL_ARG_SCRATCHPAD, dnnl_common::thread_scratchpad(k->scratchpad)}};
-    c.run(k->fwd, std::move(args), DNNL_ARG_DST, k->fwd_pd.dst_desc(), k->fwd_y, k->y_plain, y);
-    thread_stream().wait();
+    for_parts(x.size(0), part, [&](int64_t first, int64_t count) {
+      auto k = kernels_of_part(x, w, padding, count);
+      Call c;
+      std::unordered_map<int, dnnl::memory> args{
+          {DNNL_ARG_SRC, c.in(k->fwd_x, k->x_plain, k->fwd_pd.src_desc(), x.narrow(0, first, count))},
+          {DNNL_ARG_WEIGHTS, c.in(k->fwd_w, k->w_plain, k->fwd_pd.weights_desc(), w)},
+          {DNNL_ARG_BIAS, dnnl::memory(k->b_plain, cpu_engine(), b.data_ptr())},
+          {DNNL_ARG_SCRATCHPAD, dnnl_common::thread_scratchpad(k->scratchpad)}};
+      c.run(k->fwd, std::move(args), DNNL_ARG_DST, k->fwd_pd.dst_desc(), k->fwd_y, k->y_plain,
+            y.narrow(0, first, count));
+      thread_stream().wait();
+    });
     return y;
   }
 
@@ -194,46 +213,60 @@ class WinogradConvFunction : public torch::autograd::Function<WinogradConvFuncti
     const auto saved = ctx->get_saved_variables();
     const at::Tensor &x = saved[0], &w = saved[1];
     const at::Tensor dy = grads[0].contiguous();
-    const int64_t padding = ctx->saved_data["padding"].toInt();
-    auto k = kernels_for(key_of(x, w, padding));
-    TORCH_CHECK(k, "winograd_conv2d_train: no kernels for this shape");
-    at::Tensor dx, dw, db;
-    Call c;
-    const dnnl::memory scratch = dnnl_common::thread_scratchpad(k->scratchpad);
-    std::optional<dnnl::memory> dy_data;  // reused by backward-weights when it wants the same layout
-    if (ctx->needs_input_grad(0)) {
-      dx = at::empty_like(x);
-      dy_data = c.in(k->data_dy, k->y_plain, k->bwd_data_pd.diff_dst_desc(), dy);
-      std::unordered_map<int, dnnl::memory> args{
-          {DNNL_ARG_DIFF_DST, *dy_data},
-          {DNNL_ARG_WEIGHTS, c.in(k->data_w, k->w_plain, k->bwd_data_pd.weights_desc(), w)},
-          {DNNL_ARG_SCRATCHPAD, scratch}};
-      c.run(k->bwd_data, std::move(args), DNNL_ARG_DIFF_SRC, k->bwd_data_pd.diff_src_desc(), k->data_dx,
-            k->x_plain, dx);
-    }
-    if (ctx->needs_input_grad(1) || ctx->needs_input_grad(2)) {
-      dw = at::empty_like(w);
-      db = at::empty({w.size(0)}, w.options());
-      std::unordered_map<int, dnnl::memory> args{
-          {DNNL_ARG_SRC, c.in(k->weights_x, k->x_plain, k->bwd_weights_pd.src_desc(), x)},
-          {DNNL_ARG_DIFF_DST, dy_data && k->bwd_data_pd.diff_dst_desc() == k->bwd_weights_pd.diff_dst_desc()
-                                  ? *dy_data
-                                  : c.in(k->weights_dy, k->y_plain, k->bwd_weights_pd.diff_dst_desc(), dy)},
-          {DNNL_ARG_DIFF_BIAS, dnnl::memory(k->b_plain, cpu_engine(), db.data_ptr())},
-          {DNNL_ARG_SCRATCHPAD, scratch}};
-      c.run(k->bwd_weights, std::move(args), DNNL_ARG_DIFF_WEIGHTS, k->bwd_weights_pd.diff_weights_desc(),
-            k->weights_dw, k->w_plain, dw);
-    }
-    thread_stream().wait();
+    const int64_t padding = ctx->saved_data["padding"].toInt(), part = ctx->saved_data["part"].toInt();
+    const bool want_dx = ctx->needs_input_grad(0), want_dw = ctx->needs_input_grad(1) || ctx->needs_input_grad(2);
+    at::Tensor dx = want_dx ? at::empty_like(x) : at::Tensor();
+    at::Tensor dw = want_dw ? at::empty_like(w) : at::Tensor();
+    at::Tensor db = want_dw ? at::empty({w.size(0)}, w.options()) : at::Tensor();
+    at::Tensor dw_part, db_part;  // the second and later parts' sums, added to dw, db
+    for_parts(x.size(0), part, [&](int64_t first, int64_t count) {
+      auto k = kernels_of_part(x, w, padding, count);
+      const at::Tensor x_part = x.narrow(0, first, count), dy_part = dy.narrow(0, first, count);
+      Call c;
+      const dnnl::memory scratch = dnnl_common::thread_scratchpad(k->scratchpad);
+      std::optional<dnnl::memory> dy_data;  // reused by backward-weights when it wants the same layout
+      if (want_dx) {
+        dy_data = c.in(k->data_dy, k->y_plain, k->bwd_data_pd.diff_dst_desc(), dy_part);
+        std::unordered_map<int, dnnl::memory> args{
+            {DNNL_ARG_DIFF_DST, *dy_data},
+            {DNNL_ARG_WEIGHTS, c.in(k->data_w, k->w_plain, k->bwd_data_pd.weights_desc(), w)},
+            {DNNL_ARG_SCRATCHPAD, scratch}};
+        c.run(k->bwd_data, std::move(args), DNNL_ARG_DIFF_SRC, k->bwd_data_pd.diff_src_desc(), k->data_dx,
+              k->x_plain, dx.narrow(0, first, count));
+      }
+      if (want_dw) {
+        const bool first_part = first == 0;
+        if (!first_part && !dw_part.defined()) {
+          dw_part = at::empty_like(dw);
+          db_part = at::empty_like(db);
+        }
+        std::unordered_map<int, dnnl::memory> args{
+            {DNNL_ARG_SRC, c.in(k->weights_x, k->x_plain, k->bwd_weights_pd.src_desc(), x_part)},
+            {DNNL_ARG_DIFF_DST, dy_data && k->bwd_data_pd.diff_dst_desc() == k->bwd_weights_pd.diff_dst_desc()
+                                    ? *dy_data
+                                    : c.in(k->weights_dy, k->y_plain, k->bwd_weights_pd.diff_dst_desc(), dy_part)},
+            {DNNL_ARG_DIFF_BIAS,
+             dnnl::memory(k->b_plain, cpu_engine(), (first_part ? db : db_part).data_ptr())},
+            {DNNL_ARG_SCRATCHPAD, scratch}};
+        c.run(k->bwd_weights, std::move(args), DNNL_ARG_DIFF_WEIGHTS, k->bwd_weights_pd.diff_weights_desc(),
+              k->weights_dw, k->w_plain, first_part ? dw : dw_part);
+        thread_stream().wait();
+        if (!first_part) {
+          dw.add_(dw_part);
+          db.add_(db_part);
+        }
+      }
+      thread_stream().wait();
+    });
     return {dx, ctx->needs_input_grad(1) ? dw : at::Tensor(), ctx->needs_input_grad(2) ? db : at::Tensor(),
-            at::Tensor()};
+            at::Tensor(), at::Tensor()};
   }
 };
 
 }  // namespace
 
 at::Tensor winograd_conv2d_train(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
-                                 int64_t padding) {
+                                 int64_t padding, std::size_t scratchpad_budget, int64_t* runs) {
   if (!x.defined() || !weight.defined() || !bias.defined() || x.dim() != 4 || weight.dim() != 4 ||
       !x.device().is_cpu() || x.scalar_type() != at::kFloat || weight.scalar_type() != at::kFloat ||
       bias.scalar_type() != at::kFloat || weight.size(2) != 3 || weight.size(3) != 3 ||
@@ -241,8 +274,26 @@ at::Tensor winograd_conv2d_train(const at::Tensor& x, const at::Tensor& weight, 
       x.size(2) + 2 * padding < 3 || x.size(3) + 2 * padding < 3)
     return {};
   try {
-    if (!kernels_for(key_of(x, weight, padding))) return {};
-    return WinogradConvFunction::apply(x, weight, bias, padding);
+    const int64_t n = x.size(0);
+    auto whole = kernels_for(key_of(x, weight, padding));
+    if (!whole) return {};
+    // The scratchpad grows with the images per run: the fewest groups of
+    // images whose scratchpad fits the budget (one image at the least).
+    int64_t part = n;
+    if (scratchpad_budget > 0 && whole->scratchpad > scratchpad_budget && n > 1) {
+      const double per_image = static_cast<double>(whole->scratchpad) / static_cast<double>(n);
+      part = std::clamp<int64_t>(static_cast<int64_t>(static_cast<double>(scratchpad_budget) / per_image), 1, n);
+      const int64_t parts = (n + part - 1) / part;
+      part = (n + parts - 1) / parts;  // even groups
+      Key key = key_of(x, weight, padding);
+      for (int64_t count : {part, n % part}) {
+        key[0] = count;
+        if (count > 0 && !kernels_for(key)) return {};
+      }
+    }
+    auto y = WinogradConvFunction::apply(x, weight, bias, padding, part);
+    if (runs) *runs = (n + part - 1) / part;
+    return y;
   } catch (const dnnl::error&) {
     return {};
   }

@@ -12,13 +12,20 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <cstddef>
+
 namespace maskrcnn::ops {
 
 // x [N, IC, H, W], weight [OC, IC, 3, 3], bias [OC] (defined), all float on
 // the CPU; padding on both axes, stride 1, dilation 1, one group. Gradients
 // flow to whichever of the three require them. Returns an undefined tensor
 // where oneDNN has no Winograd for this shape or CPU (call at::conv2d then).
+// Winograd's scratchpad (the transformed tiles) grows with the batch: ~600 MB
+// for 2 images on the FPN's largest level. Where it would pass
+// `scratchpad_budget` bytes (0: no limit), each pass runs over groups of
+// images that fit, one image at the least; the weight gradient is summed over
+// the groups. `runs`, if given, receives the number of groups.
 at::Tensor winograd_conv2d_train(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
-                                 int64_t padding);
+                                 int64_t padding, std::size_t scratchpad_budget = 0, int64_t* runs = nullptr);
 
 }  // namespace maskrcnn::ops

@@ -41,21 +41,26 @@ namespace {
 // LibTorch's are, for AVX-512 loads) inside a malloc'ed block 64 bytes
 // larger; the byte before a block holds its offset from the malloc'ed start,
 // so the data pointer alone frees it (raw_deleter works too).
+//
+// No `override`: LibTorch 1.13 declares `allocate(size_t) const`, 2.3 and
+// later `allocate(size_t)` and a pure `copy_data`; both overloads are here and
+// whichever the base declares is the one that overrides.
 class HeapCPUAllocator final : public c10::Allocator {
  public:
   static constexpr std::size_t kAlignment = 64;
 
-  c10::DataPtr allocate(std::size_t bytes) const override {
-    void* data = allocate_raw(bytes);
-    return {data, data, &release, c10::Device(c10::DeviceType::CPU)};
-  }
-  c10::DeleterFnPtr raw_deleter() const override { return &release; }
-  // A pure virtual in LibTorch 2.x's Allocator, absent in 1.13: no override.
+  c10::DataPtr allocate(std::size_t bytes) const { return make(bytes); }
+  c10::DataPtr allocate(std::size_t bytes) { return make(bytes); }
+  c10::DeleterFnPtr raw_deleter() const { return &release; }
   void copy_data(void* dest, const void* src, std::size_t count) const {
     if (count > 0) std::memcpy(dest, src, count);
   }
 
  private:
+  static c10::DataPtr make(std::size_t bytes) {
+    void* data = allocate_raw(bytes);
+    return {data, data, &release, c10::Device(c10::DeviceType::CPU)};
+  }
   static void* allocate_raw(std::size_t bytes) {
     if (bytes == 0) return nullptr;
     TORCH_CHECK(bytes <= SIZE_MAX - kAlignment, "HeapCPUAllocator: cannot allocate ", bytes, " bytes");
@@ -86,8 +91,9 @@ void tune_allocator_for_inference() {
 #if defined(__GLIBC__)
     mallopt(M_MMAP_THRESHOLD, 1 << 30);  // blocks up to 1 GB come from the heap
     mallopt(M_TRIM_THRESHOLD, 1 << 30);  // and stay there when freed
-    static HeapCPUAllocator heap_allocator;
-    c10::SetCPUAllocator(&heap_allocator, /*priority=*/1);  // above LibTorch's default (0)
+    // Never destroyed: tensors may still be allocated while statics are torn down.
+    static auto* heap_allocator = new HeapCPUAllocator();
+    c10::SetCPUAllocator(heap_allocator, /*priority=*/1);  // above LibTorch's default (0)
 #endif
   });
 #ifdef MASKRCNN_HAVE_DNNL

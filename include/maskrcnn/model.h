@@ -150,6 +150,9 @@ void tune_allocator_for_inference();
 // F(4x4, 3x3), about 2.5x fewer multiplies, outputs within ~1e-5 relative of
 // direct. Direct: LibTorch's convolutions, as torchvision computes them.
 // Process-wide; frozen batch norm is folded into the weights either way.
+// Training uses it too (forward and both backward passes), except in models
+// with BatchNorm2d in train mode, whose batch statistics amplify Winograd's
+// rounding in the gradients: those train on direct convolutions.
 enum class ConvAlgorithm { Direct, Winograd };
 void set_conv_algorithm(ConvAlgorithm algorithm);  // Winograd where unavailable: Direct
 ConvAlgorithm conv_algorithm();

@@ -8,7 +8,11 @@
 //     conv_algorithm() is Winograd), the rest LibTorch's convolution;
 //   * with inference_precision() bf16, every convolution runs oneDNN's bf16
 //     kernels (bf16 inputs and weights, f32 accumulation and outputs).
-// With gradients enabled (training) it is exactly relu(bn(conv(x)) + residual).
+// With gradients enabled (training) it computes relu(bn(conv(x)) + residual)
+// in the autograd graph: frozen batch norm folded into the weights there, and
+// 3x3 stride-1 layers on oneDNN's Winograd forward and backward
+// (ops/conv/dnnl_winograd_train.h) unless a DirectTrainingConvs is alive;
+// batch norm with batch statistics runs as the module does.
 #pragma once
 #include <ATen/core/Tensor.h>
 #include <torch/nn/modules/conv.h>

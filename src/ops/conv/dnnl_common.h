@@ -21,6 +21,17 @@ inline dnnl::stream& thread_stream() {
   return stream;
 }
 
+// A LibTorch byte buffer that a dnnl::memory views (for blocked layouts and
+// reordered copies), alive as long as this object.
+struct Buffer {
+  at::Tensor storage;
+  dnnl::memory memory;
+  explicit Buffer(const dnnl::memory::desc& md) {
+    storage = at::empty({static_cast<int64_t>(md.get_size()) + 64}, at::kByte);
+    memory = dnnl::memory(md, cpu_engine(), storage.data_ptr());
+  }
+};
+
 // The scratchpad (Winograd's transformed tiles) of this thread's
 // convolutions, inference and training alike, grown and never shrunk. A fresh
 // allocation of that size per call would be faulted in page by page whenever

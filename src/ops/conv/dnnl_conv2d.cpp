@@ -17,17 +17,9 @@ using tag = dnnl::memory::format_tag;
 using dt = dnnl::memory::data_type;
 
 using dnnl_common::cpu_engine;
+using dnnl_common::Buffer;
 using dnnl_common::thread_stream;
 
-// A LibTorch byte buffer that a dnnl::memory views.
-struct Buffer {
-  at::Tensor storage;
-  dnnl::memory memory;
-  Buffer(const dnnl::memory::desc& md) {
-    storage = at::empty({static_cast<int64_t>(md.get_size()) + 64}, at::kByte);
-    memory = dnnl::memory(md, cpu_engine(), storage.data_ptr());
-  }
-};
 
 // A plain float NCHW window of `dims` into a tensor of full shape `full`
 // (its strides): parts of a split convolution read and write these in place.

@@ -138,11 +138,8 @@ std::shared_ptr<const Kernels> kernels_for(const Key& key) {
 
 // Buffers of one call, alive until the stream is done with them.
 struct Call {
-  std::vector<at::Tensor> keep;
-  dnnl::memory buffer(const dnnl::memory::desc& md) {
-    keep.push_back(at::empty({static_cast<int64_t>(md.get_size()) + 64}, at::kByte));
-    return dnnl::memory(md, cpu_engine(), keep.back().data_ptr());
-  }
+  std::list<dnnl_common::Buffer> keep;
+  dnnl::memory buffer(const dnnl::memory::desc& md) { return keep.emplace_back(md).memory; }
   // A tensor's plain memory in the layout `to` wants (a reordered copy if needed).
   dnnl::memory in(const Reorder& r, const dnnl::memory::desc& plain, const dnnl::memory::desc& to,
                   const at::Tensor& t) {

@@ -35,7 +35,7 @@ file(GLOB_RECURSE CORE_SOURCES CONFIGURE_DEPENDS
   ${PROJECT_SOURCE_DIR}/src/ops/*.cpp
   ${PROJECT_SOURCE_DIR}/src/modeling/*.cpp
   ${PROJECT_SOURCE_DIR}/src/structures/*.cpp)
-# oneDNN, called directly for Winograd convolutions at inference (the library
+# oneDNN, called directly for Winograd convolutions and matmuls at inference (the library
 # Debian's LibTorch links; a pip LibTorch hides its copy, so it is optional).
 set(MASKRCNN_HAVE_DNNL OFF)
 string(TOUPPER "${MASKRCNN_WITH_DNNL}" _dnnl_mode)
@@ -50,7 +50,7 @@ if(_dnnl_mode STREQUAL "AUTO" OR MASKRCNN_WITH_DNNL)  # AUTO, or ON/YES/TRUE/1
 endif()
 message(STATUS "maskrcnn: oneDNN Winograd convolutions: ${MASKRCNN_HAVE_DNNL}")
 if(NOT MASKRCNN_HAVE_DNNL)
-  list(FILTER CORE_SOURCES EXCLUDE REGEX "/src/ops/conv/dnnl_[^/]*\\.cpp$")
+  list(FILTER CORE_SOURCES EXCLUDE REGEX "/src/ops/[^/]+/dnnl_[^/]*\\.cpp$")
 endif()
 # CUDA kernels (one .cu per op, beside its CPU kernel) behind MASKRCNN_WITH_CUDA.
 if(MASKRCNN_WITH_CUDA)

@@ -30,17 +30,17 @@ BoxHeadImpl::BoxHeadImpl(int64_t in_channels, int64_t resolution, int64_t repres
 
 at::Tensor BoxHeadImpl::forward(const at::Tensor& x) {
   if (!conv_fc_) {
-    auto y = fc6->forward(x.flatten(1));
+    auto y = fc6_run_(*fc6, x.flatten(1), /*relu=*/true);
     add_linear_flops(y, fc6->weight);
-    auto z = fc7->forward(y.relu_());
+    auto z = fc7_run_(*fc7, y, /*relu=*/true);
     add_linear_flops(z, fc7->weight);
-    return z.relu_();
+    return z;
   }
   auto y = x;
   for (auto& c : convs_) y = c->forward(y);
-  auto z = fc->forward(y.flatten(1));
+  auto z = fc_run_(*fc, y.flatten(1), /*relu=*/true);
   add_linear_flops(z, fc->weight);
-  return z.relu_();
+  return z;
 }
 
 FastRCNNPredictorImpl::FastRCNNPredictorImpl(int64_t in_channels, int64_t num_classes) {
@@ -50,7 +50,7 @@ FastRCNNPredictorImpl::FastRCNNPredictorImpl(int64_t in_channels, int64_t num_cl
 
 std::pair<at::Tensor, at::Tensor> FastRCNNPredictorImpl::forward(const at::Tensor& x) {
   auto f = x.flatten(1);
-  auto scores = cls_score->forward(f), deltas = bbox_pred->forward(f);
+  auto scores = cls_score_run_(*cls_score, f, false), deltas = bbox_pred_run_(*bbox_pred, f, false);
   add_linear_flops(scores, cls_score->weight);
   add_linear_flops(deltas, bbox_pred->weight);
   return {scores, deltas};
@@ -117,9 +117,15 @@ at::Tensor MaskRCNNPredictorImpl::forward_selected(const at::Tensor& x, const at
               "and one label per RoI");
   if (n == 0) return at::empty({0, 1, 2 * h, 2 * w}, x.options());
   auto rows = x.permute({0, 2, 3, 1}).reshape({n * h * w, ic});
-  auto up = at::mm(rows, weight.permute({0, 2, 3, 1}).reshape({ic, 4 * oc}));  // [(n,i,j), (ky,kx,o)]
+  // [(n,i,j), (ky,kx,o)]
+  const auto gemm_weights = [&] {
+    return std::make_pair(weight.detach().permute({0, 2, 3, 1}).reshape({ic, 4 * oc}),
+                          conv5_mask->bias.detach().repeat({4}));
+  };
+  auto up = conv5_mask_run_.try_forward(rows, {weight, conv5_mask->bias}, gemm_weights, /*relu=*/true);
+  if (!up.defined())
+    up = at::mm(rows, weight.permute({0, 2, 3, 1}).reshape({ic, 4 * oc})).add_(conv5_mask->bias.repeat({4})).relu_();
   add_stage_flops(2.0 * static_cast<double>(n * h * w) * static_cast<double>(ic * 4 * oc));
-  up.add_(conv5_mask->bias.repeat({4})).relu_();
   const auto& lw = mask_fcn_logits->weight;  // [classes, OC, 1, 1]
   auto w_sel = lw.reshape({lw.size(0), oc}).index_select(0, labels).unsqueeze(2);  // [N, OC, 1]
   auto logits = at::bmm(up.view({n, h * w * 4, oc}), w_sel);                          // [N, (i,j,ky,kx), 1]

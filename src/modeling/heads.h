@@ -11,6 +11,7 @@
 #include <utility>
 #include <vector>
 
+#include "modeling/inference_linear.h"
 #include "modeling/layers.h"
 
 namespace maskrcnn::modeling {
@@ -25,6 +26,7 @@ class BoxHeadImpl : public torch::nn::Module {
   bool conv_fc_;
   torch::nn::Linear fc6{nullptr}, fc7{nullptr}, fc{nullptr};
   std::vector<ConvNormAct> convs_;
+  InferenceLinear fc6_run_, fc7_run_, fc_run_;
 };
 TORCH_MODULE(BoxHead);
 
@@ -33,6 +35,9 @@ class FastRCNNPredictorImpl : public torch::nn::Module {
   FastRCNNPredictorImpl(int64_t in_channels, int64_t num_classes);
   std::pair<at::Tensor, at::Tensor> forward(const at::Tensor& x);  // scores, deltas
   torch::nn::Linear cls_score{nullptr}, bbox_pred{nullptr};
+
+ private:
+  InferenceLinear cls_score_run_, bbox_pred_run_;
 };
 TORCH_MODULE(FastRCNNPredictor);
 
@@ -56,6 +61,9 @@ class MaskRCNNPredictorImpl : public torch::nn::Module {
   at::Tensor forward_selected(const at::Tensor& x, const at::Tensor& labels);
   torch::nn::ConvTranspose2d conv5_mask{nullptr};
   torch::nn::Conv2d mask_fcn_logits{nullptr};
+
+ private:
+  InferenceLinear conv5_mask_run_;  // the transposed convolution as one GEMM
 };
 TORCH_MODULE(MaskRCNNPredictor);
 

@@ -115,7 +115,7 @@ void add_key(std::vector<int64_t>& key, const at::Tensor& t) {
 
 // Most layers see one input shape per image; the RPN head sees one per level
 // and the mask head one per detection count. Enough for both, bounded.
-constexpr size_t kMaxPrimitives = 8;
+constexpr size_t kMaxPrimitives = 32;
 
 // The (h, w) zero padding, or null for 'same'/'valid'. The options hold a
 // c10::variant in LibTorch 1.x and a std::variant in 2.x: get_if is found
@@ -170,11 +170,11 @@ std::pair<at::Tensor, at::Tensor> InferenceConv::folded(const torch::nn::Conv2dI
 std::shared_ptr<const ops::DnnlConv2d> InferenceConv::primitive(const torch::nn::Conv2dImpl& conv,
                                                                 const at::Tensor& weight, const at::Tensor& bias,
                                                                 const at::Tensor& x, bool relu, bool residual,
-                                                                bool bf16) {
+                                                                bool bf16, bool winograd) {
 #ifdef MASKRCNN_HAVE_DNNL
   // oneDNN fixes a primitive's thread count when it is built.
   const std::vector<int64_t> key{x.size(0), x.size(1), x.size(2), x.size(3), at::get_num_threads(), relu, residual,
-                                 bf16, static_cast<int64_t>(winograd_scratchpad_budget())};
+                                 bf16, winograd, static_cast<int64_t>(winograd_scratchpad_budget())};
   for (auto it = primitives_.begin(); it != primitives_.end(); ++it) {
     if (it->key != key) continue;
     primitives_.splice(primitives_.begin(), primitives_, it);
@@ -186,7 +186,7 @@ std::shared_ptr<const ops::DnnlConv2d> InferenceConv::primitive(const torch::nn:
     o.padding = (*explicit_padding(conv.options))->at(0);
     o.stride = conv.options.stride()->at(0);
     o.dilation = conv.options.dilation()->at(0);
-    o.winograd = !bf16;  // oneDNN has no bf16 Winograd
+    o.winograd = winograd && !bf16;  // oneDNN has no bf16 Winograd
     o.bf16 = bf16;
     o.relu = relu;
     o.residual = residual;
@@ -196,6 +196,9 @@ std::shared_ptr<const ops::DnnlConv2d> InferenceConv::primitive(const torch::nn:
       if (p.conv) same_weights.push_back(p.conv.get());
     made = std::make_shared<const ops::DnnlConv2d>(
         weight, bias, std::array<int64_t, 4>{x.size(0), x.size(1), x.size(2), x.size(3)}, o, same_weights);
+    // oneDNN's reference code (a layout or ISA its kernels lack) is slower
+    // than LibTorch's convolution.
+    if (made->implementation().rfind("ref", 0) == 0) made.reset();
   } catch (const std::exception&) {
     // None for this shape on this CPU: LibTorch's convolution instead.
   }
@@ -203,7 +206,7 @@ std::shared_ptr<const ops::DnnlConv2d> InferenceConv::primitive(const torch::nn:
   if (primitives_.size() > kMaxPrimitives) primitives_.pop_back();
   return made;
 #else
-  (void)conv, (void)weight, (void)bias, (void)x, (void)relu, (void)residual, (void)bf16;
+  (void)conv, (void)weight, (void)bias, (void)x, (void)relu, (void)residual, (void)bf16, (void)winograd;
   return nullptr;
 #endif
 }
@@ -276,10 +279,13 @@ at::Tensor InferenceConv::compute(const torch::nn::Conv2dImpl& conv, const Batch
   {
     std::lock_guard<std::mutex> lock(mutex_);
     std::tie(weight, bias) = folded(conv, bn);
-    if ((bf16 || (winograd_shape && conv_algorithm() == ConvAlgorithm::Winograd)) && x.device().is_cpu() &&
+    // Every square convolution: the direct ones too, with the weights
+    // reordered once and the add and ReLU fused, where LibTorch's convolution
+    // reorders the weights per call and adds and clamps in passes of their own.
+    if (square && x.device().is_cpu() &&
         x.scalar_type() == at::kFloat && x.dim() == 4 && x.numel() > 0 &&
         (!residual.defined() || residual.scalar_type() == at::kFloat))
-      fast = primitive(conv, weight, bias, x, relu, residual.defined(), bf16);
+      fast = primitive(conv, weight, bias, x, relu, residual.defined(), bf16, winograd_shape && conv_algorithm() == ConvAlgorithm::Winograd);
   }
 #ifdef MASKRCNN_HAVE_DNNL
   if (fast) {

@@ -3,9 +3,13 @@
 //   * batch norm in eval mode (FrozenBatchNorm2d, or BatchNorm2d not training)
 //     is folded into the convolution's weights and bias, once per weight
 //     version, instead of a pass over every output;
-//   * 3x3 stride-1 convolutions run oneDNN's Winograd F(4x4, 3x3) with the
-//     bias, residual add and ReLU fused (when built with oneDNN and
-//     conv_algorithm() is Winograd), the rest LibTorch's convolution;
+//   * with oneDNN, every convolution with the same stride, padding and
+//     dilation on both axes runs a oneDNN primitive built once per input
+//     shape, the weights reordered once and the bias, residual add and ReLU
+//     fused: Winograd F(4x4, 3x3) for 3x3 stride-1 layers when
+//     conv_algorithm() is Winograd, the direct algorithm for the rest (what
+//     LibTorch's CPU convolution runs too, reordering the weights per call);
+//     LibTorch's convolution without oneDNN or where oneDNN lacks a kernel;
 //   * with inference_precision() bf16, every convolution runs oneDNN's bf16
 //     kernels (bf16 inputs and weights, f32 accumulation and outputs).
 // With gradients enabled (training) it computes relu(bn(conv(x)) + residual)
@@ -72,7 +76,7 @@ class InferenceConv {
   std::pair<at::Tensor, at::Tensor> folded(const torch::nn::Conv2dImpl& conv, const BatchNorm2dImpl* bn);
   std::shared_ptr<const ops::DnnlConv2d> primitive(const torch::nn::Conv2dImpl& conv, const at::Tensor& weight,
                                                    const at::Tensor& bias, const at::Tensor& x, bool relu,
-                                                   bool residual, bool bf16);
+                                                   bool residual, bool bf16, bool winograd);
 
   std::mutex mutex_;
   std::vector<int64_t> folded_key_;

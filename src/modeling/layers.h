@@ -43,6 +43,8 @@ class ConvNormActImpl : public torch::nn::Module {
   explicit ConvNormActImpl(const Options& o);
   ~ConvNormActImpl() override;
   at::Tensor forward(const at::Tensor& x);
+  // relu?(norm(conv(x)) + residual), the add fused where oneDNN runs it.
+  at::Tensor forward_add(const at::Tensor& x, const at::Tensor& residual);
 
   torch::nn::Conv2d conv{nullptr};
   BatchNorm2d norm{nullptr};

@@ -40,10 +40,11 @@ std::vector<at::Tensor> FeaturePyramidNetworkImpl::forward(const std::vector<at:
   auto last_inner = inner_[n - 1]->forward(x[n - 1]);
   results[n - 1] = layer_[n - 1]->forward(last_inner);
   for (int64_t idx = static_cast<int64_t>(n) - 2; idx >= 0; --idx) {
-    auto inner_lateral = inner_[idx]->forward(x[idx]);
-    auto top_down = at::upsample_nearest2d(
-        last_inner, {inner_lateral.size(-2), inner_lateral.size(-1)}, c10::nullopt, c10::nullopt);
-    last_inner = inner_lateral + top_down;
+    // inner_lateral + top_down, the add fused into the lateral convolution
+    // (one pass less over the largest maps; a + b == b + a in floating point).
+    auto top_down = at::upsample_nearest2d(last_inner, {x[idx].size(-2), x[idx].size(-1)}, c10::nullopt,
+                                           c10::nullopt);
+    last_inner = inner_[idx]->forward_add(x[idx], top_down);
     results[idx] = layer_[idx]->forward(last_inner);
   }
   // LastLevelMaxPool: F.max_pool2d(x, kernel 1, stride 2, padding 0).

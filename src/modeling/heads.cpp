@@ -62,6 +62,9 @@ MaskHeadImpl::MaskHeadImpl(int64_t in_channels, bool batch_norm) {
     ConvNormActImpl::Options o{c, 256, 3, 1, 1, 1};
     o.norm = batch_norm;
     convs_.push_back(register_module(std::to_string(i), ConvNormAct(o)));
+    // Blocked between the layers; the last channels-last, so that
+    // forward_selected's rows [(n, i, j), c] are a view, not a copy.
+    convs_.back()->set_output_layout(i < 3 ? FeatureLayout::Blocked16 : FeatureLayout::ChannelsLast);
     c = 256;
   }
   init_kaiming_fan_out(*this);

@@ -1,5 +1,6 @@
 #include "modeling/inference_conv.h"
 
+#include "modeling/feature_layout.h"
 #include "modeling/stage_profile.h"
 
 #include <ATen/ATen.h>
@@ -134,7 +135,7 @@ struct InferenceConv::Primitive {
   std::shared_ptr<const ops::DnnlConv2d> conv;  // null: oneDNN has none for it
 };
 
-InferenceConv::InferenceConv() = default;
+InferenceConv::InferenceConv(bool allow_bf16) : allow_bf16_(allow_bf16) {}
 InferenceConv::~InferenceConv() = default;
 
 std::pair<at::Tensor, at::Tensor> InferenceConv::folded(const torch::nn::Conv2dImpl& conv,
@@ -173,7 +174,8 @@ std::shared_ptr<const ops::DnnlConv2d> InferenceConv::primitive(const torch::nn:
                                                                 bool bf16, bool winograd) {
 #ifdef MASKRCNN_HAVE_DNNL
   // oneDNN fixes a primitive's thread count when it is built.
-  const std::vector<int64_t> key{x.size(0), x.size(1), x.size(2), x.size(3), at::get_num_threads(), relu, residual,
+  const int64_t channels = map_channels(x);
+  const std::vector<int64_t> key{x.size(0), channels, x.size(2), x.size(3), at::get_num_threads(), relu, residual,
                                  bf16, winograd, static_cast<int64_t>(winograd_scratchpad_budget())};
   for (auto it = primitives_.begin(); it != primitives_.end(); ++it) {
     if (it->key != key) continue;
@@ -195,7 +197,7 @@ std::shared_ptr<const ops::DnnlConv2d> InferenceConv::primitive(const torch::nn:
     for (const auto& p : primitives_)
       if (p.conv) same_weights.push_back(p.conv.get());
     made = std::make_shared<const ops::DnnlConv2d>(
-        weight, bias, std::array<int64_t, 4>{x.size(0), x.size(1), x.size(2), x.size(3)}, o, same_weights);
+        weight, bias, std::array<int64_t, 4>{x.size(0), channels, x.size(2), x.size(3)}, o, same_weights);
     // oneDNN's reference code (a layout or ISA its kernels lack) is slower
     // than LibTorch's convolution.
     if (made->implementation().rfind("ref", 0) == 0) made.reset();
@@ -212,24 +214,32 @@ std::shared_ptr<const ops::DnnlConv2d> InferenceConv::primitive(const torch::nn:
 }
 
 at::Tensor InferenceConv::operator()(const torch::nn::Conv2dImpl& conv, const BatchNorm2dImpl* bn,
-                                     const at::Tensor& x, bool relu, const at::Tensor& residual) {
-  auto y = compute(conv, bn, x, relu, residual);
+                                     const at::Tensor& x, bool relu, const at::Tensor& residual,
+                                     FeatureLayout out) {
+  auto y = compute(conv, bn, x, relu, residual, out);
   add_conv_flops(y, conv.weight);
   return y;
 }
 
 at::Tensor InferenceConv::compute(const torch::nn::Conv2dImpl& conv, const BatchNorm2dImpl* bn,
-                                  const at::Tensor& x, bool relu, const at::Tensor& residual) {
+                                  const at::Tensor& x_in, bool relu, const at::Tensor& residual_in,
+                                  FeatureLayout out) {
+  // Blocked maps come from this fast path; the others take 4-D tensors.
+  const bool onednn_input = x_in.device().is_cpu() && x_in.scalar_type() == at::kFloat && x_in.numel() > 0 &&
+                            (x_in.dim() == 4 || is_blocked(x_in));
+  const at::Tensor x = onednn_input ? x_in : to_4d(x_in);
   const auto& opt = conv.options;
   // Zero padding given as numbers: every layer here.
   const auto* padding = explicit_padding(opt);
   const bool bn_is_affine = !bn || bn->frozen() || !bn->is_training();
   // Frozen layers in training (the stem and layer1 by default) need no graph:
   // nothing they read requires a gradient, so they take the inference path.
+  at::Tensor residual = residual_in;
   const auto wants_grad = [](const at::Tensor& t) { return t.defined() && t.requires_grad(); };
   const bool needs_grad = at::GradMode::is_enabled() &&
                           (wants_grad(x) || wants_grad(conv.weight) || wants_grad(conv.bias) ||
                            wants_grad(residual) || (bn && (wants_grad(bn->weight) || wants_grad(bn->bias))));
+  if (needs_grad || !bn_is_affine || padding == nullptr) residual = to_4d(residual_in);
   if (needs_grad && (!bn || bn->frozen()) && padding != nullptr && opt.groups() == 1) {
     // Training, with frozen batch norm (torchvision's default backbone) or
     // none: the affine folded into the weights inside the graph, so autograd
@@ -252,18 +262,18 @@ at::Tensor InferenceConv::compute(const torch::nn::Conv2dImpl& conv, const Batch
                               (*padding)->at(0) == (*padding)->at(1);
     if (winograd_3x3 && b.defined() && !t_direct_training_convs && conv_algorithm() == ConvAlgorithm::Winograd) {
       int64_t runs = 0;
-      y = ops::winograd_conv2d_train(x, w, b, (*padding)->at(0), winograd_scratchpad_budget(), &runs);
+      y = ops::winograd_conv2d_train(to_4d(x), w, b, (*padding)->at(0), winograd_scratchpad_budget(), &runs);
       if (y.defined()) ++onednn_calls_, onednn_parts_ += runs;
     }
 #endif
-    if (!y.defined()) y = at::conv2d(x, w, b, *opt.stride(), **padding, *opt.dilation(), opt.groups());
+    if (!y.defined()) y = at::conv2d(to_4d(x), w, b, *opt.stride(), **padding, *opt.dilation(), opt.groups());
     if (residual.defined()) y.add_(residual);
     return relu ? y.relu_() : y;
   }
   if (needs_grad || !bn_is_affine || padding == nullptr) {
     // Training ('same'/'valid' or reflect/circular padding too): the modules
     // themselves, so autograd sees torchvision's graph.
-    auto y = const_cast<torch::nn::Conv2dImpl&>(conv).forward(x);
+    auto y = const_cast<torch::nn::Conv2dImpl&>(conv).forward(to_4d(x));
     if (bn) y = const_cast<BatchNorm2dImpl*>(bn)->forward(y);
     if (residual.defined()) y = y + residual;
     return relu ? at::relu(y) : y;
@@ -273,7 +283,7 @@ at::Tensor InferenceConv::compute(const torch::nn::Conv2dImpl& conv, const Batch
                       opt.stride()->at(0) == opt.stride()->at(1) && opt.dilation()->at(0) == opt.dilation()->at(1);
   const bool winograd_shape = square && opt.kernel_size()->at(0) == 3 && opt.kernel_size()->at(1) == 3 &&
                               opt.stride()->at(0) == 1 && opt.dilation()->at(0) == 1;
-  const bool bf16 = square && inference_precision() == Precision::BF16;
+  const bool bf16 = square && allow_bf16_ && inference_precision() == Precision::BF16;
   std::shared_ptr<const ops::DnnlConv2d> fast;
   at::Tensor weight, bias;
   {
@@ -282,19 +292,24 @@ at::Tensor InferenceConv::compute(const torch::nn::Conv2dImpl& conv, const Batch
     // Every square convolution: the direct ones too, with the weights
     // reordered once and the add and ReLU fused, where LibTorch's convolution
     // reorders the weights per call and adds and clamps in passes of their own.
-    if (square && x.device().is_cpu() &&
-        x.scalar_type() == at::kFloat && x.dim() == 4 && x.numel() > 0 &&
-        (!residual.defined() || residual.scalar_type() == at::kFloat))
-      fast = primitive(conv, weight, bias, x, relu, residual.defined(), bf16, winograd_shape && conv_algorithm() == ConvAlgorithm::Winograd);
+    if (square && onednn_input && (!residual.defined() || residual.scalar_type() == at::kFloat))
+      fast = primitive(conv, weight, bias, x, relu, residual.defined(), bf16,
+                       winograd_shape && conv_algorithm() == ConvAlgorithm::Winograd);
   }
 #ifdef MASKRCNN_HAVE_DNNL
   if (fast) {
     ++onednn_calls_;
     onednn_parts_ += static_cast<int64_t>(fast->parts());
-    return fast->forward(x, residual);
+    const auto layout = out == FeatureLayout::Blocked16      ? ops::MapLayout::Blocked16
+                        : out == FeatureLayout::ChannelsLast ? ops::MapLayout::NHWC
+                                                             : ops::MapLayout::NCHW;
+    return fast->forward(x, residual, layout);
   }
+#else
+  (void)out;
 #endif
-  auto y = at::conv2d(x, weight, bias, *opt.stride(), **padding, *opt.dilation(), opt.groups());
+  residual = to_4d(residual);
+  auto y = at::conv2d(to_4d(x), weight, bias, *opt.stride(), **padding, *opt.dilation(), opt.groups());
   if (residual.defined()) y.add_(residual);
   return relu ? y.relu_() : y;
 }

@@ -27,6 +27,7 @@
 #include <mutex>
 #include <vector>
 
+#include "modeling/feature_layout.h"
 #include "modeling/layers.h"
 
 namespace maskrcnn::ops {
@@ -54,14 +55,18 @@ class DirectTrainingConvs {
 
 class InferenceConv {
  public:
-  InferenceConv();
+  // allow_bf16: false keeps f32 arithmetic whatever inference_precision() is.
+  explicit InferenceConv(bool allow_bf16 = true);
   ~InferenceConv();
   InferenceConv(const InferenceConv&) = delete;
   InferenceConv& operator=(const InferenceConv&) = delete;
 
-  // relu(bn(conv(x)) + residual); bn and residual optional.
+  // relu(bn(conv(x)) + residual); bn and residual optional. x and residual
+  // in any FeatureLayout; the result in `out` where oneDNN computes it
+  // (blocked only for a multiple of 16 channels), else NCHW.
   at::Tensor operator()(const torch::nn::Conv2dImpl& conv, const BatchNorm2dImpl* bn,
-                        const at::Tensor& x, bool relu, const at::Tensor& residual = {});
+                        const at::Tensor& x, bool relu, const at::Tensor& residual = {},
+                        FeatureLayout out = FeatureLayout::NCHW);
   // How many calls oneDNN served (Winograd, or bf16); the rest ran LibTorch's convolution.
   int64_t onednn_calls() const { return onednn_calls_; }
   // How many oneDNN primitive runs those took (more than the calls where a
@@ -71,13 +76,14 @@ class InferenceConv {
  private:
   struct Primitive;
   at::Tensor compute(const torch::nn::Conv2dImpl& conv, const BatchNorm2dImpl* bn, const at::Tensor& x,
-                     bool relu, const at::Tensor& residual);
+                     bool relu, const at::Tensor& residual, FeatureLayout out);
   // The folded (weight, bias) for the current parameter versions.
   std::pair<at::Tensor, at::Tensor> folded(const torch::nn::Conv2dImpl& conv, const BatchNorm2dImpl* bn);
   std::shared_ptr<const ops::DnnlConv2d> primitive(const torch::nn::Conv2dImpl& conv, const at::Tensor& weight,
                                                    const at::Tensor& bias, const at::Tensor& x, bool relu,
                                                    bool residual, bool bf16, bool winograd);
 
+  bool allow_bf16_;
   std::mutex mutex_;
   std::vector<int64_t> folded_key_;
   at::Tensor weight_, bias_;

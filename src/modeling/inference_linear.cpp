@@ -23,7 +23,7 @@ struct InferenceLinear::Primitive {
   std::shared_ptr<const ops::DnnlMatmul> matmul;  // null: oneDNN has none for it
 };
 
-InferenceLinear::InferenceLinear() = default;
+InferenceLinear::InferenceLinear(bool allow_bf16) : allow_bf16_(allow_bf16) {}
 InferenceLinear::~InferenceLinear() = default;
 
 at::Tensor InferenceLinear::try_forward(const at::Tensor& x, std::initializer_list<at::Tensor> sources,
@@ -53,7 +53,7 @@ at::Tensor InferenceLinear::try_forward(const at::Tensor& x, std::initializer_li
       primitives_.clear();  // packed from the old weights
     }
     if (!weight_.device().is_cpu() || weight_.dim() != 2 || weight_.size(0) != x.size(1)) return {};
-    const bool bf16 = inference_precision() == Precision::BF16;
+    const bool bf16 = allow_bf16_ && inference_precision() == Precision::BF16;
     // oneDNN fixes a primitive's thread count when it is built.
     const std::vector<int64_t> pkey{x.size(0), at::get_num_threads(), relu, bf16};
     auto it = primitives_.begin();

@@ -23,7 +23,8 @@ namespace maskrcnn::modeling {
 
 class InferenceLinear {
  public:
-  InferenceLinear();
+  // allow_bf16: false keeps f32 arithmetic whatever inference_precision() is.
+  explicit InferenceLinear(bool allow_bf16 = true);
   ~InferenceLinear();
   InferenceLinear(const InferenceLinear&) = delete;
   InferenceLinear& operator=(const InferenceLinear&) = delete;
@@ -42,6 +43,7 @@ class InferenceLinear {
 
  private:
   struct Primitive;
+  bool allow_bf16_;
   std::mutex mutex_;
   std::vector<int64_t> key_;  // the sources' identities and versions
   at::Tensor weight_, bias_;

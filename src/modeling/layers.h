@@ -7,6 +7,8 @@
 #include <torch/nn/modules/conv.h>
 #include <torch/nn/modules/linear.h>
 
+#include "modeling/feature_layout.h"
+
 namespace maskrcnn::modeling {
 
 class InferenceConv;
@@ -45,12 +47,16 @@ class ConvNormActImpl : public torch::nn::Module {
   at::Tensor forward(const at::Tensor& x);
   // relu?(norm(conv(x)) + residual), the add fused where oneDNN runs it.
   at::Tensor forward_add(const at::Tensor& x, const at::Tensor& residual);
+  // The layout of the output where oneDNN computes it (NCHW by default;
+  // a layer whose readers all take other layouts asks for those).
+  void set_output_layout(FeatureLayout layout) { layout_ = layout; }
 
   torch::nn::Conv2d conv{nullptr};
   BatchNorm2d norm{nullptr};
 
  private:
   bool relu_;
+  FeatureLayout layout_ = FeatureLayout::NCHW;
   std::unique_ptr<InferenceConv> run_;  // batch norm folded, Winograd (inference_conv.h)
 };
 TORCH_MODULE(ConvNormAct);

@@ -4,6 +4,7 @@
 #include <torch/nn/init.h>
 
 #include "maskrcnn/ops.h"
+#include "modeling/inference_conv.h"
 #include "modeling/stage_profile.h"
 #include "modeling/transform.h"
 
@@ -18,10 +19,17 @@ at::Tensor permute_and_flatten(const at::Tensor& layer, int64_t n, int64_t a, in
 
 }  // namespace
 
-RPNHeadImpl::RPNHeadImpl(int64_t in_channels, int64_t num_anchors, int conv_depth) {
+RPNHeadImpl::RPNHeadImpl(int64_t in_channels, int64_t num_anchors, int conv_depth)
+    // f32 even with --precision bf16: the objectness scores pick the
+    // proposals, and these layers are <1% of the head's arithmetic.
+    : cls_logits_run_(std::make_unique<InferenceConv>(false)),
+      bbox_pred_run_(std::make_unique<InferenceConv>(false)) {
   conv = register_module("conv", torch::nn::Sequential());
-  for (int i = 0; i < conv_depth; ++i)
-    conv->push_back(ConvNormAct(ConvNormActImpl::Options{in_channels, in_channels, 3}));
+  for (int i = 0; i < conv_depth; ++i) {
+    ConvNormAct c(ConvNormActImpl::Options{in_channels, in_channels, 3});
+    c->set_output_layout(FeatureLayout::Blocked16);  // read by the next convolutions only
+    conv->push_back(c);
+  }
   cls_logits = register_module(
       "cls_logits", torch::nn::Conv2d(torch::nn::Conv2dOptions(in_channels, num_anchors, 1)));
   bbox_pred = register_module(
@@ -33,15 +41,15 @@ RPNHeadImpl::RPNHeadImpl(int64_t in_channels, int64_t num_anchors, int conv_dept
   }
 }
 
+RPNHeadImpl::~RPNHeadImpl() = default;
+
 std::pair<std::vector<at::Tensor>, std::vector<at::Tensor>> RPNHeadImpl::forward(
     const std::vector<at::Tensor>& features) {
   std::vector<at::Tensor> logits, bbox_reg;
   for (auto& f : features) {
     auto t = conv->forward(f);
-    logits.push_back(cls_logits->forward(t));
-    bbox_reg.push_back(bbox_pred->forward(t));
-    add_conv_flops(logits.back(), cls_logits->weight);
-    add_conv_flops(bbox_reg.back(), bbox_pred->weight);
+    logits.push_back((*cls_logits_run_)(*cls_logits, nullptr, t, /*relu=*/false));
+    bbox_reg.push_back((*bbox_pred_run_)(*bbox_pred, nullptr, t, /*relu=*/false));
   }
   return {logits, bbox_reg};
 }

@@ -4,6 +4,7 @@
 #include <torch/nn/modules/container/sequential.h>
 #include <torch/nn/modules/conv.h>
 
+#include <memory>
 #include <utility>
 #include <vector>
 
@@ -19,12 +20,16 @@ namespace maskrcnn::modeling {
 class RPNHeadImpl : public torch::nn::Module {
  public:
   RPNHeadImpl(int64_t in_channels, int64_t num_anchors, int conv_depth);
+  ~RPNHeadImpl() override;
   // Per level: objectness [N, A, H, W] and deltas [N, A*4, H, W].
   std::pair<std::vector<at::Tensor>, std::vector<at::Tensor>> forward(
       const std::vector<at::Tensor>& features);
 
   torch::nn::Sequential conv{nullptr};
   torch::nn::Conv2d cls_logits{nullptr}, bbox_pred{nullptr};
+
+ private:
+  std::unique_ptr<InferenceConv> cls_logits_run_, bbox_pred_run_;  // read the conv's blocked map
 };
 TORCH_MODULE(RPNHead);
 

@@ -23,6 +23,11 @@ FeaturePyramidNetworkImpl::FeaturePyramidNetworkImpl(const std::vector<int64_t>&
     layer.relu = false;
     inner_.push_back(ConvNormAct(inner));
     layer_.push_back(ConvNormAct(layer));
+    // Where oneDNN runs them: the lateral maps stay blocked for the next
+    // convolution; the outputs are channels-last, which the RPN head's
+    // convolution reads as cheaply as NCHW and RoIAlign reads as it is.
+    inner_.back()->set_output_layout(FeatureLayout::Blocked16);
+    layer_.back()->set_output_layout(FeatureLayout::ChannelsLast);
     inner_blocks->push_back(inner_.back());
     layer_blocks->push_back(layer_.back());
   }
@@ -42,13 +47,14 @@ std::vector<at::Tensor> FeaturePyramidNetworkImpl::forward(const std::vector<at:
   for (int64_t idx = static_cast<int64_t>(n) - 2; idx >= 0; --idx) {
     // inner_lateral + top_down, the add fused into the lateral convolution
     // (one pass less over the largest maps; a + b == b + a in floating point).
-    auto top_down = at::upsample_nearest2d(last_inner, {x[idx].size(-2), x[idx].size(-1)}, c10::nullopt,
-                                           c10::nullopt);
+    const auto [h, w] = map_size(x[idx]);
+    auto top_down = upsample_nearest_any(last_inner, h, w);
     last_inner = inner_[idx]->forward_add(x[idx], top_down);
     results[idx] = layer_[idx]->forward(last_inner);
   }
   // LastLevelMaxPool: F.max_pool2d(x, kernel 1, stride 2, padding 0).
-  results.push_back(at::max_pool2d(results.back(), {1, 1}, {2, 2}, {0, 0}));
+  results.push_back(max_pool2d_any(results.back(), 1, 2, 0));
+  for (auto& r : results) r = to_4d(r, FeatureLayout::ChannelsLast);
   return results;
 }
 
@@ -62,7 +68,7 @@ std::vector<at::Tensor> BackboneWithFPNImpl::forward(const at::Tensor& images) {
   std::vector<at::Tensor> stages;
   {
     ScopedStage stage("backbone.body");
-    stages = body->forward(images);
+    stages = body->features(images);
   }
   ScopedStage stage("backbone.fpn");
   return fpn->forward(stages);

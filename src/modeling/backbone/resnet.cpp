@@ -48,16 +48,18 @@ ResNetBlockImpl::~ResNetBlockImpl() = default;
 at::Tensor ResNetBlockImpl::forward(const at::Tensor& x) {
   // relu(bn(conv(.)) + identity) in one step: the residual add and the ReLU
   // fuse into the last convolution on the inference fast path.
+  // Maps stay in oneDNN's blocked layout between the layers (feature_layout.h).
+  constexpr auto blocked = FeatureLayout::Blocked16;
   at::Tensor identity = x;
   if (downsample)
     identity = (*run_downsample_)(*downsample[0]->as<torch::nn::Conv2dImpl>(),
-                                  downsample[1]->as<BatchNorm2dImpl>(), x, /*relu=*/false);
-  auto out = (*run1_)(*conv1, bn1.get(), x, /*relu=*/true);
+                                  downsample[1]->as<BatchNorm2dImpl>(), x, /*relu=*/false, {}, blocked);
+  auto out = (*run1_)(*conv1, bn1.get(), x, /*relu=*/true, {}, blocked);
   if (bottleneck_) {
-    out = (*run2_)(*conv2, bn2.get(), out, /*relu=*/true);
-    return (*run3_)(*conv3, bn3.get(), out, /*relu=*/true, identity);
+    out = (*run2_)(*conv2, bn2.get(), out, /*relu=*/true, {}, blocked);
+    return (*run3_)(*conv3, bn3.get(), out, /*relu=*/true, identity, blocked);
   }
-  return (*run2_)(*conv2, bn2.get(), out, /*relu=*/true, identity);
+  return (*run2_)(*conv2, bn2.get(), out, /*relu=*/true, identity, blocked);
 }
 
 ResNetBodyImpl::ResNetBodyImpl(int depth, NormSpec n) : run_stem_(std::make_unique<InferenceConv>()) {
@@ -94,8 +96,14 @@ ResNetBodyImpl::ResNetBodyImpl(int depth, NormSpec n) : run_stem_(std::make_uniq
 ResNetBodyImpl::~ResNetBodyImpl() = default;
 
 std::vector<at::Tensor> ResNetBodyImpl::forward(const at::Tensor& x) {
-  auto y = (*run_stem_)(*conv1, bn1.get(), x, /*relu=*/true);
-  y = at::max_pool2d(y, {3, 3}, {2, 2}, {1, 1});
+  auto outs = features(x);
+  for (auto& y : outs) y = to_4d(y);
+  return outs;
+}
+
+std::vector<at::Tensor> ResNetBodyImpl::features(const at::Tensor& x) {
+  auto y = (*run_stem_)(*conv1, bn1.get(), x, /*relu=*/true, {}, FeatureLayout::Blocked16);
+  y = max_pool2d_any(y, 3, 2, 1);
   std::vector<at::Tensor> outs;
   for (auto& layer : layers_) {
     y = layer->forward(y);

@@ -38,7 +38,9 @@ class ResNetBodyImpl : public torch::nn::Module {
  public:
   ResNetBodyImpl(int depth, NormSpec norm);
   // Outputs of layer1..layer4 ("0".."3" in torchvision's IntermediateLayerGetter).
-  std::vector<at::Tensor> forward(const at::Tensor& x);
+  std::vector<at::Tensor> forward(const at::Tensor& x);  // layer1..4 outputs, NCHW
+  // The same maps, blocked where oneDNN computed them (feature_layout.h).
+  std::vector<at::Tensor> features(const at::Tensor& x);
   // Channels of layer1..layer4's outputs.
   std::vector<int64_t> out_channels() const { return out_channels_; }
   // Freezes conv1 and the first (5 - trainable_layers) of layer1..layer4, like

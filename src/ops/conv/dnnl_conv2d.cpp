@@ -6,6 +6,7 @@
 #include <oneapi/dnnl/dnnl.hpp>
 
 #include <map>
+#include <mutex>
 #include <stdexcept>
 #include <tuple>
 #include <unordered_map>
@@ -21,10 +22,34 @@ using dnnl_common::Buffer;
 using dnnl_common::thread_stream;
 
 
-// A plain float NCHW window of `dims` into a tensor of full shape `full`
-// (its strides): parts of a split convolution read and write these in place.
-dnnl::memory::desc nchw_window(const dnnl::memory::dims& dims, const std::array<int64_t, 4>& full) {
-  return dnnl::memory::desc(dims, dt::f32, {full[1] * full[2] * full[3], full[2] * full[3], full[3], 1});
+// The memory layouts forward() reads and writes.
+tag tag_of(MapLayout layout) {
+  switch (layout) {
+    case MapLayout::NHWC: return tag::nhwc;
+    case MapLayout::Blocked16: return tag::nChw16c;
+    default: return tag::nchw;
+  }
+}
+
+MapLayout layout_of(const at::Tensor& x) {
+  if (x.dim() == 5 && x.size(4) == 16) return MapLayout::Blocked16;
+  if (x.dim() == 4 && !x.is_contiguous() && x.is_contiguous(at::MemoryFormat::ChannelsLast)) return MapLayout::NHWC;
+  return MapLayout::NCHW;
+}
+
+// A window of `dims` (images x channels x rows x columns) at the start of a
+// float map of full shape `full` in `layout`; parts of a split convolution
+// read and write such windows in place, the pointer moved to their first
+// element (see element_offset).
+dnnl::memory::desc window(const dnnl::memory::dims& dims, const std::array<int64_t, 4>& full, MapLayout layout) {
+  const dnnl::memory::desc whole({full[0], full[1], full[2], full[3]}, dt::f32, tag_of(layout));
+  return dims == whole.dims() ? whole : whole.submemory_desc(dims, {0, 0, 0, 0});
+}
+
+// Elements from a map's start to image b, row r (channel 0, column 0).
+int64_t element_offset(const std::array<int64_t, 4>& full, MapLayout layout, int64_t b, int64_t r) {
+  const int64_t row = layout == MapLayout::NCHW ? full[3] : layout == MapLayout::NHWC ? full[3] * full[1] : full[3] * 16;
+  return b * full[1] * full[2] * full[3] + r * row;
 }
 
 }  // namespace
@@ -35,10 +60,7 @@ struct ConvKernel {
   dnnl::convolution_forward conv;
   dnnl::memory weights;
   at::Tensor weights_storage;
-  dnnl::memory::desc src_md, dst_md;            // the layouts the primitive wants
-  dnnl::memory::desc src_view_md, dst_view_md;  // windows into the NCHW input and output
-  bool src_direct = false, dst_direct = false;  // the primitive reads / writes the windows
-  dnnl::reorder src_reorder, dst_reorder, residual_reorder;
+  dnnl::memory::desc src_md, dst_md;  // the layouts the primitive wants
 };
 
 struct ConvPart {
@@ -59,7 +81,25 @@ struct DnnlConv2d::State {
   std::vector<ConvPart> parts;
   size_t scratchpad = 0;
   std::string impl;
+  // Reorders between the primitives' layouts and the maps' windows, made on
+  // first use for each (kernel, role, map layout).
+  std::mutex reorders_mutex;
+  std::map<std::tuple<size_t, int, int>, dnnl::reorder> reorders;
+  dnnl::reorder reorder(size_t kernel, int role, MapLayout layout, const dnnl::memory::desc& from,
+                        const dnnl::memory::desc& to);
 };
+
+dnnl::reorder DnnlConv2d::State::reorder(size_t kernel, int role, MapLayout layout, const dnnl::memory::desc& from,
+                                         const dnnl::memory::desc& to) {
+  std::lock_guard<std::mutex> lock(reorders_mutex);
+  const auto key = std::make_tuple(kernel, role, static_cast<int>(layout));
+  auto it = reorders.find(key);
+  if (it == reorders.end())
+    it = reorders
+             .emplace(key, dnnl::reorder(dnnl::reorder::primitive_desc(cpu_engine(), from, cpu_engine(), to)))
+             .first;
+  return it->second;
+}
 
 DnnlConv2d::DnnlConv2d(const at::Tensor& weight, const at::Tensor& bias,
                        std::array<int64_t, 4> in_shape, const DnnlConvOptions& o,
@@ -209,19 +249,6 @@ DnnlConv2d::DnnlConv2d(const at::Tensor& weight, const at::Tensor& bias,
       }
       k.src_md = k.pd.src_desc();
       k.dst_md = k.pd.dst_desc();
-      const auto src_dims = k.src_md.dims(), dst_dims = k.dst_md.dims();
-      k.src_view_md = nchw_window(src_dims, s.in_shape);
-      k.dst_view_md = nchw_window(dst_dims, s.out_shape);
-      k.src_direct = k.src_md == k.src_view_md;
-      k.dst_direct = k.dst_md == k.dst_view_md;
-      if (!k.src_direct)
-        k.src_reorder = dnnl::reorder(dnnl::reorder::primitive_desc(engine, k.src_view_md, engine, k.src_md));
-      if (!k.dst_direct) {
-        k.dst_reorder = dnnl::reorder(dnnl::reorder::primitive_desc(engine, k.dst_md, engine, k.dst_view_md));
-        if (o.residual)
-          k.residual_reorder =
-              dnnl::reorder(dnnl::reorder::primitive_desc(engine, k.dst_view_md, engine, k.dst_md));
-      }
     }
   } catch (const dnnl::error& e) {
     throw std::runtime_error(std::string("oneDNN convolution: ") + e.what());
@@ -234,46 +261,73 @@ const std::string& DnnlConv2d::implementation() const { return s_->impl; }
 size_t DnnlConv2d::parts() const { return s_->parts.size(); }
 size_t DnnlConv2d::scratchpad_bytes() const { return s_->scratchpad; }
 
-at::Tensor DnnlConv2d::forward(const at::Tensor& x_in, const at::Tensor& residual) const {
-  const State& s = *s_;
-  const at::Tensor x = x_in.contiguous();
-  TORCH_CHECK(x.scalar_type() == at::kFloat && x.dim() == 4 && x.size(0) == s.in_shape[0] &&
-                  x.size(1) == s.in_shape[1] && x.size(2) == s.in_shape[2] && x.size(3) == s.in_shape[3],
+at::Tensor DnnlConv2d::forward(const at::Tensor& x_in, const at::Tensor& residual_in, MapLayout out_layout) const {
+  State& s = *s_;
+  const MapLayout in_layout = layout_of(x_in);
+  const at::Tensor x = in_layout == MapLayout::NCHW ? x_in.contiguous() : x_in;
+  const auto channels = [](const at::Tensor& t) { return t.dim() == 5 ? t.size(1) * 16 : t.size(1); };
+  TORCH_CHECK(x.scalar_type() == at::kFloat && x.size(0) == s.in_shape[0] && channels(x) == s.in_shape[1] &&
+                  x.size(2) == s.in_shape[2] && x.size(3) == s.in_shape[3],
               "DnnlConv2d: input of another shape than built for");
-  TORCH_CHECK(s.options.residual == residual.defined(), "DnnlConv2d: residual iff built with one");
-  TORCH_CHECK(!residual.defined() ||
-                  (residual.is_cpu() && residual.sizes() == c10::IntArrayRef(s.out_shape.data(), 4)),
-              "DnnlConv2d: residual of another shape than the output");
+  TORCH_CHECK(s.options.residual == residual_in.defined(), "DnnlConv2d: residual iff built with one");
+  const auto& [N, OC, OH, OW] = s.out_shape;
+  MapLayout r_layout = MapLayout::NCHW;
+  at::Tensor r;  // the residual, alive until the stream is done
+  if (s.options.residual) {
+    r_layout = layout_of(residual_in);
+    r = r_layout == MapLayout::NCHW ? residual_in.to(at::kFloat).contiguous() : residual_in;
+    TORCH_CHECK(r.is_cpu() && r.scalar_type() == at::kFloat && r.size(0) == N && channels(r) == OC &&
+                    r.size(2) == OH && r.size(3) == OW,
+                "DnnlConv2d: residual of another shape than the output");
+  }
+  if (out_layout == MapLayout::Blocked16 && OC % 16 != 0) out_layout = MapLayout::NCHW;
   auto& engine = cpu_engine();
   auto& stream = thread_stream();
   try {
-    const auto& [N, OC, OH, OW] = s.out_shape;
-    const int64_t in_image = s.in_shape[1] * s.in_shape[2] * s.in_shape[3], out_image = OC * OH * OW;
-    at::Tensor r;  // the residual, alive until the stream is done
-    if (s.options.residual) r = residual.to(at::kFloat).contiguous();
-    at::Tensor out = at::empty({N, OC, OH, OW}, at::kFloat);
+    at::Tensor out = out_layout == MapLayout::Blocked16 ? at::empty({N, OC / 16, OH, OW, 16}, at::kFloat)
+                     : out_layout == MapLayout::NHWC
+                         ? at::empty({N, OC, OH, OW}, at::TensorOptions(at::kFloat).memory_format(at::MemoryFormat::ChannelsLast))
+                         : at::empty({N, OC, OH, OW}, at::kFloat);
+    // Windows of the maps in their own layouts, per kernel.
+    std::vector<dnnl::memory::desc> src_windows, dst_windows, r_windows;
     bool any_direct_dst = false;
-    for (const auto& k : s.kernels) any_direct_dst |= k.dst_direct;
-    if (s.options.residual && any_direct_dst) out.copy_(r);  // the sum post-op adds onto dst
+    for (const auto& k : s.kernels) {
+      src_windows.push_back(window(k.src_md.dims(), s.in_shape, in_layout));
+      dst_windows.push_back(window(k.dst_md.dims(), s.out_shape, out_layout));
+      if (s.options.residual) r_windows.push_back(window(k.dst_md.dims(), s.out_shape, r_layout));
+      any_direct_dst |= k.dst_md == dst_windows.back();
+    }
+    if (s.options.residual && any_direct_dst) {  // the sum post-op adds onto dst: start from the residual
+      if (r_layout == out_layout) {
+        out.copy_(r);
+      } else {
+        dnnl::memory r_full(window({N, OC, OH, OW}, s.out_shape, r_layout), engine, r.data_ptr());
+        dnnl::memory out_full(window({N, OC, OH, OW}, s.out_shape, out_layout), engine, out.data_ptr());
+        dnnl::reorder(r_full, out_full).execute(stream, r_full, out_full);
+      }
+    }
     // The scratchpad budget keeps it to ~128 MB.
     dnnl::memory scratch = dnnl_common::thread_scratchpad(s.scratchpad);
     float* x_data = x.data_ptr<float>();
     float* out_data = out.data_ptr<float>();
     for (const auto& part : s.parts) {
       const ConvKernel& k = s.kernels[part.kernel];
-      dnnl::memory src_view(k.src_view_md, engine, x_data + part.b0 * in_image + part.in_r0 * s.in_shape[3]);
-      const int64_t out_offset = part.b0 * out_image + part.r0 * OW;
-      dnnl::memory dst_view(k.dst_view_md, engine, out_data + out_offset);
+      const auto& src_window = src_windows[part.kernel];
+      const auto& dst_window = dst_windows[part.kernel];
+      dnnl::memory src_view(src_window, engine, x_data + element_offset(s.in_shape, in_layout, part.b0, part.in_r0));
+      dnnl::memory dst_view(dst_window, engine, out_data + element_offset(s.out_shape, out_layout, part.b0, part.r0));
       std::optional<Buffer> src_buffer, dst_buffer;
-      if (!k.src_direct) {
+      if (k.src_md != src_window) {
         src_buffer.emplace(k.src_md);
-        k.src_reorder.execute(stream, src_view, src_buffer->memory);
+        s.reorder(part.kernel, 0, in_layout, src_window, k.src_md).execute(stream, src_view, src_buffer->memory);
       }
-      if (!k.dst_direct) {
+      if (k.dst_md != dst_window) {
         dst_buffer.emplace(k.dst_md);
         if (s.options.residual) {
-          dnnl::memory residual_view(k.dst_view_md, engine, r.data_ptr<float>() + out_offset);
-          k.residual_reorder.execute(stream, residual_view, dst_buffer->memory);
+          dnnl::memory residual_view(r_windows[part.kernel], engine,
+                                     r.data_ptr<float>() + element_offset(s.out_shape, r_layout, part.b0, part.r0));
+          s.reorder(part.kernel, 1, r_layout, r_windows[part.kernel], k.dst_md)
+              .execute(stream, residual_view, dst_buffer->memory);
         }
       }
       std::unordered_map<int, dnnl::memory> args{{DNNL_ARG_SRC, src_buffer ? src_buffer->memory : src_view},
@@ -282,7 +336,8 @@ at::Tensor DnnlConv2d::forward(const at::Tensor& x_in, const at::Tensor& residua
                                                  {DNNL_ARG_SCRATCHPAD, scratch}};
       if (s.has_bias) args[DNNL_ARG_BIAS] = s.bias;
       k.conv.execute(stream, args);
-      if (dst_buffer) k.dst_reorder.execute(stream, dst_buffer->memory, dst_view);
+      if (dst_buffer)
+        s.reorder(part.kernel, 2, out_layout, k.dst_md, dst_window).execute(stream, dst_buffer->memory, dst_view);
       stream.wait();  // before this part's buffers go
     }
     return out;

@@ -19,6 +19,10 @@
 
 namespace maskrcnn::ops {
 
+// How a float feature map is stored: NCHW, NHWC (a channels-last 4-D
+// tensor), or oneDNN's nChw16c (a 5-D [N, C/16, H, W, 16] tensor).
+enum class MapLayout { NCHW, NHWC, Blocked16 };
+
 struct DnnlConvOptions {
   int64_t stride = 1, padding = 0, dilation = 1;
   bool winograd = false;  // else direct
@@ -47,9 +51,14 @@ class DnnlConv2d {
   DnnlConv2d(const DnnlConv2d&) = delete;
   DnnlConv2d& operator=(const DnnlConv2d&) = delete;
 
-  // x: float NCHW of in_shape; residual: float NCHW of the output's shape
-  // (only with options.residual). Returns float NCHW.
-  at::Tensor forward(const at::Tensor& x, const at::Tensor& residual = {}) const;
+  // x: a float map of in_shape, residual: one of the output's shape (only
+  // with options.residual), each in any MapLayout (a 5-D [N, C/16, H, W, 16]
+  // tensor is Blocked16, a channels-last 4-D one NHWC). Returns a float map
+  // in `out_layout` (NCHW where Blocked16 is asked for fewer than a multiple
+  // of 16 output channels). A map in the primitive's own layout (Blocked16
+  // for most) is read and written in place, without a reorder.
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& residual = {},
+                     MapLayout out_layout = MapLayout::NCHW) const;
   // oneDNN's name for the implementation it chose, e.g. "jit_wino_4x3:avx512_core".
   const std::string& implementation() const;
   // How many parts forward() runs (1 unless split for the scratchpad budget),

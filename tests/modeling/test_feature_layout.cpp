@@ -1,0 +1,57 @@
+// Feature maps in NCHW, channels-last and oneDNN's blocked nChw16c layout
+// (modeling/feature_layout.h): conversions, and pooling and upsampling on
+// blocked maps against LibTorch's NCHW kernels.
+#include <gtest/gtest.h>
+
+#include <ATen/ATen.h>
+
+#include "modeling/feature_layout.h"
+
+using namespace maskrcnn::modeling;
+
+namespace {
+
+TEST(FeatureLayout, ConversionsRoundTripExactly) {
+  at::manual_seed(3);
+  auto x = at::randn({2, 48, 7, 9});
+  EXPECT_EQ(layout_of(x), FeatureLayout::NCHW);
+  auto blocked = to_layout(x, FeatureLayout::Blocked16);
+  EXPECT_EQ(layout_of(blocked), FeatureLayout::Blocked16);
+  ASSERT_EQ(blocked.sizes(), (std::vector<int64_t>{2, 3, 7, 9, 16}));
+  // Channel c of pixel (y, x) sits at [n, c / 16, y, x, c % 16].
+  EXPECT_EQ(blocked[1][2][3][4][5].item<float>(), x[1][2 * 16 + 5][3][4].item<float>());
+  EXPECT_EQ(map_channels(blocked), 48);
+  EXPECT_EQ(map_size(blocked), (std::pair<int64_t, int64_t>{7, 9}));
+  auto cl = to_layout(blocked, FeatureLayout::ChannelsLast);
+  EXPECT_EQ(layout_of(cl), FeatureLayout::ChannelsLast);
+  EXPECT_TRUE(at::equal(cl, x));
+  EXPECT_TRUE(at::equal(to_4d(blocked), x));
+  EXPECT_TRUE(to_4d(blocked).is_contiguous());
+  EXPECT_TRUE(at::equal(to_layout(cl, FeatureLayout::Blocked16), blocked));
+  EXPECT_TRUE(at::equal(to_layout(cl, FeatureLayout::NCHW), x));
+  EXPECT_TRUE(to_layout(cl, FeatureLayout::NCHW).is_contiguous());
+  EXPECT_THROW(to_layout(at::randn({1, 20, 3, 3}), FeatureLayout::Blocked16), c10::Error);
+}
+
+TEST(FeatureLayout, PoolingAndUpsamplingBlockedMapsMatchNchw) {
+  at::manual_seed(4);
+  auto x = at::randn({2, 32, 13, 10});
+  auto blocked = to_layout(x, FeatureLayout::Blocked16);
+  // The stem's 3x3/2 max pool (padding 1) and the FPN's 1x1/2 LastLevelMaxPool.
+  for (auto [k, s, p] : {std::tuple<int64_t, int64_t, int64_t>{3, 2, 1}, {1, 2, 0}}) {
+    auto ref = at::max_pool2d(x, {k, k}, {s, s}, {p, p});
+    auto y = max_pool2d_any(blocked, k, s, p);
+    EXPECT_EQ(layout_of(y), FeatureLayout::Blocked16);
+    EXPECT_TRUE(at::equal(to_4d(y), ref)) << k;
+    EXPECT_TRUE(at::equal(max_pool2d_any(x, k, s, p), ref));
+  }
+  // The FPN's top-down nearest upsampling, to an exact double and to an odd size.
+  for (auto [h, w] : {std::pair<int64_t, int64_t>{26, 20}, {25, 21}}) {
+    auto ref = at::upsample_nearest2d(x, {h, w}, c10::nullopt, c10::nullopt);
+    auto y = upsample_nearest_any(blocked, h, w);
+    EXPECT_EQ(layout_of(y), FeatureLayout::Blocked16);
+    EXPECT_TRUE(at::equal(to_4d(y), ref)) << h << "x" << w;
+  }
+}
+
+}  // namespace

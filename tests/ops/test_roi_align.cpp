@@ -18,6 +18,7 @@
 
 #include "maskrcnn/checkpoint.h"
 #include "maskrcnn/ops.h"
+#include "ops/roi_align/roi_align_kernel.h"
 #include "support/test_env.h"
 
 namespace {
@@ -315,6 +316,40 @@ TEST(RoiAlignGradcheck, FiniteDifferencesFloat64) {
     }
     EXPECT_GT(analytic.abs().sum().item<double>(), 0.0);
   }
+}
+
+
+
+// MultiScaleRoIAlign's one-pass CPU forward (each RoI from its own level)
+// against ops::roi_align level by level, which the parity tests above hold to
+// torchvision: the same arithmetic, so equal to float rounding.
+TEST(RoiAlignLevels, EachRoiPooledFromItsLevelAsRoiAlignDoes) {
+  at::manual_seed(21);
+  std::vector<at::Tensor> maps;
+  std::vector<double> scales;
+  for (int64_t l = 0; l < 4; ++l) {
+    auto f = at::randn({2, 32, 64 >> l, 48 >> l});
+    maps.push_back(l % 2 ? f : f.contiguous(at::MemoryFormat::ChannelsLast));  // either layout in
+    scales.push_back(1.0 / (4 << l));
+  }
+  const int64_t k = 300;
+  auto xy = at::rand({k, 2}) * 200 - 10;  // some partly outside the image
+  auto wh = at::rand({k, 2}) * 120;
+  auto rois = at::cat({at::randint(0, 2, {k, 1}).to(at::kFloat), xy, xy + wh}, 1);
+  rois.index_put_({0, at::indexing::Slice(1, 5)}, at::tensor({5.f, 5.f, 5.f, 5.f}));  // zero extent
+  auto levels = at::randint(0, 4, {k}, at::kLong);
+  auto out = maskrcnn::ops::detail::roi_align_levels_forward_cpu(maps, rois, levels, scales, 7, 7, 2, false);
+  ASSERT_EQ(out.sizes(), (std::vector<int64_t>{k, 32, 7, 7}));
+  for (int64_t l = 0; l < 4; ++l) {
+    auto idx = at::where(levels == l)[0];
+    auto ref = maskrcnn::ops::roi_align(maps[l].contiguous(), rois.index_select(0, idx), scales[l], 7, 7, 2, false);
+    EXPECT_LT((out.index_select(0, idx) - ref).abs().max().item<double>(), 1e-5) << "level " << l;
+  }
+  auto none = maskrcnn::ops::detail::roi_align_levels_forward_cpu(maps, rois.slice(0, 0, 0), levels.slice(0, 0, 0),
+                                                                  scales, 7, 7, 2, false);
+  EXPECT_EQ(none.size(0), 0);
+  EXPECT_THROW(maskrcnn::ops::detail::roi_align_levels_forward_cpu(maps, rois, levels + 4, scales, 7, 7, 2, false),
+               c10::Error);
 }
 
 }  // namespace

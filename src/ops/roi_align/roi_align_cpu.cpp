@@ -177,6 +177,57 @@ void roi_align_forward_nhwc_impl(const T* input, const T* rois, int64_t num_rois
   });
 }
 
+// One RoI's bins as [bin][channel]: the NHWC forward's arithmetic. (Clones
+// of it for AVX-512 and AVX2 measured no faster: the taps' loads from the
+// large maps, not the arithmetic, bound it.)
+void pool_roi_nhwc(const float* data, int64_t height, int64_t width, int64_t channels, const RoiGeometry<float>& g,
+                   int64_t pooled_height, int64_t pooled_width, float* pooled) {
+  const float count = std::max<int64_t>(g.grid_h * g.grid_w, 1);
+  for (int64_t ph = 0; ph < pooled_height; ++ph)
+    for (int64_t pw = 0; pw < pooled_width; ++pw) {
+      float* __restrict__ v = pooled + (ph * pooled_width + pw) * channels;
+      std::fill(v, v + channels, 0.f);
+      for (int64_t iy = 0; iy < g.grid_h; ++iy) {
+        const float yy = sample_coord<float>(g.start_h, ph, g.bin_h, iy, g.grid_h);
+        for (int64_t ix = 0; ix < g.grid_w; ++ix) {
+          const float xx = sample_coord<float>(g.start_w, pw, g.bin_w, ix, g.grid_w);
+          int64_t yl = 0, xl = 0, yh = 0, xh = 0;
+          float w1 = 0, w2 = 0, w3 = 0, w4 = 0;
+          // Outside the map: all-zero weights on position 0, as the NCHW kernel.
+          bilinear_sample<float>(height, width, yy, xx, yl, xl, yh, xh, w1, w2, w3, w4);
+          const float* a = data + (yl * width + xl) * channels;
+          const float* b = data + (yl * width + xh) * channels;
+          const float* c = data + (yh * width + xl) * channels;
+          const float* d = data + (yh * width + xh) * channels;
+          for (int64_t k = 0; k < channels; ++k) v[k] += w1 * a[k] + w2 * b[k] + w3 * c[k] + w4 * d[k];
+        }
+      }
+      for (int64_t k = 0; k < channels; ++k) v[k] /= count;
+    }
+}
+
+// Each RoI from its own level, its bins gathered as [bin][channel] and
+// transposed once into [channel][bin].
+void roi_align_levels_forward_impl(const std::vector<const float*>& inputs, const std::vector<int64_t>& heights,
+                                   const std::vector<int64_t>& widths, const std::vector<float>& scales,
+                                   const float* rois, const int64_t* levels, int64_t num_rois, int64_t channels,
+                                   int64_t pooled_height, int64_t pooled_width, int64_t sampling_ratio,
+                                   bool aligned, float* output) {
+  const int64_t bins = pooled_height * pooled_width;
+  at::parallel_for(0, num_rois, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> pooled(bins * channels);
+    for (int64_t n = begin; n < end; ++n) {
+      const int64_t l = levels[n];
+      auto g = roi_geometry<float>(rois + n * 5, scales[l], pooled_height, pooled_width, sampling_ratio, aligned);
+      pool_roi_nhwc(inputs[l] + g.batch * heights[l] * widths[l] * channels, heights[l], widths[l], channels, g,
+                    pooled_height, pooled_width, pooled.data());
+      float* out = output + n * channels * bins;
+      for (int64_t k = 0; k < channels; ++k)
+        for (int64_t p = 0; p < bins; ++p) out[k * bins + p] = pooled[p * channels + k];
+    }
+  });
+}
+
 template <typename T>
 void roi_align_backward_impl(const T* grad, const T* rois, int64_t num_rois, int64_t channels,
                              int64_t height, int64_t width, T spatial_scale, int64_t pooled_height,
@@ -245,6 +296,43 @@ at::Tensor roi_align_forward_cpu(const at::Tensor& input_, const at::Tensor& roi
                                      pooled_width, sampling_ratio, aligned,
                                      output.data_ptr<scalar_t>());
   });
+  return output;
+}
+
+at::Tensor roi_align_levels_forward_cpu(const std::vector<at::Tensor>& features, const at::Tensor& rois_,
+                                        const at::Tensor& levels_, const std::vector<double>& scales,
+                                        int64_t pooled_height, int64_t pooled_width, int64_t sampling_ratio,
+                                        bool aligned) {
+  TORCH_CHECK(!features.empty() && scales.size() == features.size(), "roi_align_levels: one scale per level");
+  const int64_t channels = features[0].size(1);
+  std::vector<at::Tensor> maps;  // channels-last float, kept alive
+  std::vector<const float*> inputs;
+  std::vector<int64_t> heights, widths;
+  std::vector<float> fscales;
+  for (size_t l = 0; l < features.size(); ++l) {
+    const auto& f = features[l];
+    TORCH_CHECK(f.dim() == 4 && f.is_cpu() && f.size(1) == channels && f.size(0) == features[0].size(0),
+                "roi_align_levels: 4-D CPU maps with the same batch and channels");
+    maps.push_back(f.to(at::kFloat).contiguous(at::MemoryFormat::ChannelsLast));
+    inputs.push_back(maps.back().data_ptr<float>());
+    heights.push_back(f.size(2));
+    widths.push_back(f.size(3));
+    fscales.push_back(static_cast<float>(scales[l]));
+  }
+  auto rois = rois_.to(at::kFloat).contiguous();
+  auto levels = levels_.to(at::kLong).contiguous();
+  TORCH_CHECK(rois.dim() == 2 && rois.size(1) == 5 && levels.numel() == rois.size(0),
+              "roi_align_levels: rois [K, 5] and one level each");
+  const int64_t num_rois = rois.size(0);
+  auto output = at::empty({num_rois, channels, pooled_height, pooled_width}, maps[0].options().memory_format(
+                                                                               at::MemoryFormat::Contiguous));
+  if (num_rois == 0) return output;
+  const int64_t* lv = levels.data_ptr<int64_t>();
+  const int64_t* lv_end = lv + num_rois;
+  TORCH_CHECK(std::all_of(lv, lv_end, [&](int64_t l) { return l >= 0 && l < static_cast<int64_t>(maps.size()); }),
+              "roi_align_levels: a level out of range");
+  roi_align_levels_forward_impl(inputs, heights, widths, fscales, rois.data_ptr<float>(), lv, num_rois, channels,
+                                pooled_height, pooled_width, sampling_ratio, aligned, output.data_ptr<float>());
   return output;
 }
 

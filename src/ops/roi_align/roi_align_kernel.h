@@ -3,6 +3,8 @@
 #pragma once
 #include <ATen/core/Tensor.h>
 
+#include <vector>
+
 namespace maskrcnn::ops::detail {
 
 at::Tensor roi_align_forward_cpu(const at::Tensor& input, const at::Tensor& rois,
@@ -14,6 +16,17 @@ at::Tensor roi_align_backward_cpu(const at::Tensor& grad, const at::Tensor& rois
                                   int64_t pooled_width, int64_t batch_size, int64_t channels,
                                   int64_t height, int64_t width, int64_t sampling_ratio,
                                   bool aligned);
+
+// MultiScaleRoIAlign's forward in one pass for CPU inference: RoI k pooled
+// from levels[k] of `features` (channels-last float maps, one per level, with
+// scales[l]) straight into row k of the [K, C, ph, pw] result, the same
+// arithmetic as roi_align_forward_cpu. Saves the per-level gathers, the
+// zero-filled result and its scatter, and writes each RoI's bins through a
+// small transpose instead of one strided store per channel and bin.
+at::Tensor roi_align_levels_forward_cpu(const std::vector<at::Tensor>& features, const at::Tensor& rois,
+                                        const at::Tensor& levels, const std::vector<double>& scales,
+                                        int64_t pooled_height, int64_t pooled_width, int64_t sampling_ratio,
+                                        bool aligned);
 
 #ifdef MASKRCNN_WITH_CUDA
 at::Tensor roi_align_forward_cuda(const at::Tensor& input, const at::Tensor& rois,

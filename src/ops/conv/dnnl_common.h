@@ -32,6 +32,26 @@ struct Buffer {
   }
 };
 
+// `weight` (any float tensor whose values are in the `plain` layout once
+// contiguous) reordered once into the `packed` layout a primitive wants,
+// kept in `storage`.
+inline dnnl::memory packed_weights(const at::Tensor& weight, const dnnl::memory::desc& plain,
+                                   const dnnl::memory::desc& packed, at::Tensor& storage) {
+  at::Tensor w = weight.to(at::kFloat).contiguous();
+  dnnl::memory from(plain, cpu_engine(), w.data_ptr());
+  storage = at::empty({static_cast<int64_t>(packed.get_size())}, at::kByte);
+  dnnl::memory to(packed, cpu_engine(), storage.data_ptr());
+  dnnl::reorder(from, to).execute(thread_stream(), from, to);
+  thread_stream().wait();
+  return to;
+}
+
+// A float copy of `bias` as a dnnl::memory of `md`, kept in `storage`.
+inline dnnl::memory bias_memory(const at::Tensor& bias, const dnnl::memory::desc& md, at::Tensor& storage) {
+  storage = bias.to(at::kFloat).contiguous().clone();
+  return dnnl::memory(md, cpu_engine(), storage.data_ptr());
+}
+
 // The scratchpad (Winograd's transformed tiles) of this thread's
 // convolutions, inference and training alike, grown and never shrunk. A fresh
 // allocation of that size per call would be faulted in page by page whenever

@@ -119,10 +119,10 @@ DnnlConv2d::DnnlConv2d(const at::Tensor& weight, const at::Tensor& bias,
   s.has_bias = bias.defined();
   try {
     auto& engine = cpu_engine();
-    auto& stream = thread_stream();
     const dt compute = o.bf16 ? dt::bf16 : dt::f32;
     const dnnl::memory::desc weights_any({OC, IC, KH, KW}, compute, tag::any);
     const dnnl::memory::desc bias_md({OC}, dt::f32, tag::x);
+    const dnnl::memory::desc plain_weights_md({OC, IC, KH, KW}, dt::f32, tag::oihw);
     const dnnl::memory::dims strides{o.stride, o.stride}, dilation{o.dilation - 1, o.dilation - 1};
     const auto algorithm =
         o.winograd ? dnnl::algorithm::convolution_winograd : dnnl::algorithm::convolution_direct;
@@ -221,16 +221,8 @@ DnnlConv2d::DnnlConv2d(const at::Tensor& weight, const at::Tensor& bias,
       s.bias_storage = shared->s_->bias_storage;
       s.bias = shared->s_->bias;
     } else {
-      at::Tensor w = weight.to(at::kFloat).contiguous();
-      dnnl::memory w_plain({{OC, IC, KH, KW}, dt::f32, tag::oihw}, engine, w.data_ptr());
-      s.weights_storage = at::empty({static_cast<int64_t>(s.weights_md.get_size())}, at::kByte);
-      s.weights = dnnl::memory(s.weights_md, engine, s.weights_storage.data_ptr());
-      dnnl::reorder(w_plain, s.weights).execute(stream, w_plain, s.weights);
-      if (s.has_bias) {
-        s.bias_storage = bias.to(at::kFloat).contiguous().clone();
-        s.bias = dnnl::memory(bias_md, engine, s.bias_storage.data_ptr());
-      }
-      stream.wait();
+      s.weights = dnnl_common::packed_weights(weight, plain_weights_md, s.weights_md, s.weights_storage);
+      if (s.has_bias) s.bias = dnnl_common::bias_memory(bias, bias_md, s.bias_storage);
     }
 
     for (auto& k : s.kernels) {
@@ -240,12 +232,7 @@ DnnlConv2d::DnnlConv2d(const at::Tensor& weight, const at::Tensor& bias,
         k.weights = s.weights;
         k.weights_storage = s.weights_storage;
       } else {  // a part whose primitive wants another weight layout
-        at::Tensor w = weight.to(at::kFloat).contiguous();
-        dnnl::memory w_plain({{OC, IC, KH, KW}, dt::f32, tag::oihw}, engine, w.data_ptr());
-        k.weights_storage = at::empty({static_cast<int64_t>(k.pd.weights_desc().get_size())}, at::kByte);
-        k.weights = dnnl::memory(k.pd.weights_desc(), engine, k.weights_storage.data_ptr());
-        dnnl::reorder(w_plain, k.weights).execute(stream, w_plain, k.weights);
-        stream.wait();
+        k.weights = dnnl_common::packed_weights(weight, plain_weights_md, k.pd.weights_desc(), k.weights_storage);
       }
       k.src_md = k.pd.src_desc();
       k.dst_md = k.pd.dst_desc();

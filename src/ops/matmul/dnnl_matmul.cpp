@@ -60,17 +60,8 @@ DnnlMatmul::DnnlMatmul(const at::Tensor& weight, const at::Tensor& bias, int64_t
       s.bias = same_weights->s_->bias;
       return;
     }
-    auto& stream = dnnl_common::thread_stream();
-    at::Tensor w = weight.to(at::kFloat).contiguous();
-    dnnl::memory w_plain({{s.K, s.N}, dt::f32, tag::ab}, engine, w.data_ptr());
-    s.weights_storage = at::empty({static_cast<int64_t>(s.weights_md.get_size())}, at::kByte);
-    s.weights = dnnl::memory(s.weights_md, engine, s.weights_storage.data_ptr());
-    dnnl::reorder(w_plain, s.weights).execute(stream, w_plain, s.weights);
-    if (s.has_bias) {
-      s.bias_storage = bias.to(at::kFloat).contiguous().clone();
-      s.bias = dnnl::memory(bias_md, engine, s.bias_storage.data_ptr());
-    }
-    stream.wait();
+    s.weights = dnnl_common::packed_weights(weight, {{s.K, s.N}, dt::f32, tag::ab}, s.weights_md, s.weights_storage);
+    if (s.has_bias) s.bias = dnnl_common::bias_memory(bias, bias_md, s.bias_storage);
   } catch (const dnnl::error& e) {
     throw std::runtime_error(std::string("oneDNN matmul: ") + e.what());
   }

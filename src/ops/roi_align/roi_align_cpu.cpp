@@ -135,75 +135,56 @@ void roi_align_forward_impl(const T* input, const T* rois, int64_t num_rois, int
   });
 }
 
+// One RoI's bins as [bin][channel]: the NHWC forward's arithmetic. (Clones
+// of it for AVX-512 and AVX2 measured no faster: the taps' loads from the
+// large maps, not the arithmetic, bound it.)
+template <typename T>
+void pool_roi_nhwc(const T* data, int64_t height, int64_t width, int64_t channels, const RoiGeometry<T>& g,
+                   int64_t pooled_height, int64_t pooled_width, T* pooled) {
+  const T count = std::max<int64_t>(g.grid_h * g.grid_w, 1);
+  for (int64_t ph = 0; ph < pooled_height; ++ph)
+    for (int64_t pw = 0; pw < pooled_width; ++pw) {
+      T* __restrict__ v = pooled + (ph * pooled_width + pw) * channels;
+      std::fill(v, v + channels, T(0));
+      for (int64_t iy = 0; iy < g.grid_h; ++iy) {
+        const T yy = sample_coord<T>(g.start_h, ph, g.bin_h, iy, g.grid_h);
+        for (int64_t ix = 0; ix < g.grid_w; ++ix) {
+          const T xx = sample_coord<T>(g.start_w, pw, g.bin_w, ix, g.grid_w);
+          int64_t yl = 0, xl = 0, yh = 0, xh = 0;
+          T w1 = 0, w2 = 0, w3 = 0, w4 = 0;
+          // Outside the map: all-zero weights on position 0, as the NCHW kernel.
+          bilinear_sample<T>(height, width, yy, xx, yl, xl, yh, xh, w1, w2, w3, w4);
+          const T* a = data + (yl * width + xl) * channels;
+          const T* b = data + (yl * width + xh) * channels;
+          const T* c = data + (yh * width + xl) * channels;
+          const T* d = data + (yh * width + xh) * channels;
+          for (int64_t k = 0; k < channels; ++k) v[k] += w1 * a[k] + w2 * b[k] + w3 * c[k] + w4 * d[k];
+        }
+      }
+      for (int64_t k = 0; k < channels; ++k) v[k] /= count;
+    }
+}
+
 // The same arithmetic on a channels-last map: each of a sample's four taps is
 // a contiguous vector of all channels, so the inner loop runs over channels
-// (vectorised) instead of gathering one scalar per channel per tap.
+// (vectorised) instead of gathering one scalar per channel per tap. Bins are
+// gathered as [bin][channel] and transposed once per RoI into [channel][bin].
 template <typename T>
 void roi_align_forward_nhwc_impl(const T* input, const T* rois, int64_t num_rois, int64_t channels,
                                  int64_t height, int64_t width, T spatial_scale, int64_t pooled_height,
                                  int64_t pooled_width, int64_t sampling_ratio, bool aligned, T* output) {
   const int64_t bins = pooled_height * pooled_width;
   at::parallel_for(0, num_rois, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> acc(channels);
+    std::vector<T> pooled(bins * channels);
     for (int64_t n = begin; n < end; ++n) {
-      auto g = roi_geometry<T>(rois + n * 5, spatial_scale, pooled_height, pooled_width,
-                               sampling_ratio, aligned);
-      const T count = std::max<int64_t>(g.grid_h * g.grid_w, 1);
-      const T* data = input + g.batch * height * width * channels;
+      auto g = roi_geometry<T>(rois + n * 5, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned);
+      pool_roi_nhwc<T>(input + g.batch * height * width * channels, height, width, channels, g, pooled_height,
+                       pooled_width, pooled.data());
       T* out = output + n * channels * bins;
-      for (int64_t ph = 0; ph < pooled_height; ++ph)
-        for (int64_t pw = 0; pw < pooled_width; ++pw) {
-          std::fill(acc.begin(), acc.end(), T(0));
-          for (int64_t iy = 0; iy < g.grid_h; ++iy) {
-            const T yy = sample_coord<T>(g.start_h, ph, g.bin_h, iy, g.grid_h);
-            for (int64_t ix = 0; ix < g.grid_w; ++ix) {
-              const T xx = sample_coord<T>(g.start_w, pw, g.bin_w, ix, g.grid_w);
-              int64_t yl = 0, xl = 0, yh = 0, xh = 0;
-              T w1 = 0, w2 = 0, w3 = 0, w4 = 0;
-              // Outside the map: all-zero weights on position 0, as the NCHW kernel.
-              bilinear_sample<T>(height, width, yy, xx, yl, xl, yh, xh, w1, w2, w3, w4);
-              const T* a = data + (yl * width + xl) * channels;
-              const T* b = data + (yl * width + xh) * channels;
-              const T* c = data + (yh * width + xl) * channels;
-              const T* d = data + (yh * width + xh) * channels;
-              T* __restrict__ v = acc.data();
-              for (int64_t k = 0; k < channels; ++k) v[k] += w1 * a[k] + w2 * b[k] + w3 * c[k] + w4 * d[k];
-            }
-          }
-          const int64_t p = ph * pooled_width + pw;
-          for (int64_t k = 0; k < channels; ++k) out[k * bins + p] = acc[k] / count;
-        }
+      for (int64_t k = 0; k < channels; ++k)
+        for (int64_t p = 0; p < bins; ++p) out[k * bins + p] = pooled[p * channels + k];
     }
   });
-}
-
-// One RoI's bins as [bin][channel]: the NHWC forward's arithmetic. (Clones
-// of it for AVX-512 and AVX2 measured no faster: the taps' loads from the
-// large maps, not the arithmetic, bound it.)
-void pool_roi_nhwc(const float* data, int64_t height, int64_t width, int64_t channels, const RoiGeometry<float>& g,
-                   int64_t pooled_height, int64_t pooled_width, float* pooled) {
-  const float count = std::max<int64_t>(g.grid_h * g.grid_w, 1);
-  for (int64_t ph = 0; ph < pooled_height; ++ph)
-    for (int64_t pw = 0; pw < pooled_width; ++pw) {
-      float* __restrict__ v = pooled + (ph * pooled_width + pw) * channels;
-      std::fill(v, v + channels, 0.f);
-      for (int64_t iy = 0; iy < g.grid_h; ++iy) {
-        const float yy = sample_coord<float>(g.start_h, ph, g.bin_h, iy, g.grid_h);
-        for (int64_t ix = 0; ix < g.grid_w; ++ix) {
-          const float xx = sample_coord<float>(g.start_w, pw, g.bin_w, ix, g.grid_w);
-          int64_t yl = 0, xl = 0, yh = 0, xh = 0;
-          float w1 = 0, w2 = 0, w3 = 0, w4 = 0;
-          // Outside the map: all-zero weights on position 0, as the NCHW kernel.
-          bilinear_sample<float>(height, width, yy, xx, yl, xl, yh, xh, w1, w2, w3, w4);
-          const float* a = data + (yl * width + xl) * channels;
-          const float* b = data + (yl * width + xh) * channels;
-          const float* c = data + (yh * width + xl) * channels;
-          const float* d = data + (yh * width + xh) * channels;
-          for (int64_t k = 0; k < channels; ++k) v[k] += w1 * a[k] + w2 * b[k] + w3 * c[k] + w4 * d[k];
-        }
-      }
-      for (int64_t k = 0; k < channels; ++k) v[k] /= count;
-    }
 }
 
 // Each RoI from its own level, its bins gathered as [bin][channel] and
@@ -219,7 +200,7 @@ void roi_align_levels_forward_impl(const std::vector<const float*>& inputs, cons
     for (int64_t n = begin; n < end; ++n) {
       const int64_t l = levels[n];
       auto g = roi_geometry<float>(rois + n * 5, scales[l], pooled_height, pooled_width, sampling_ratio, aligned);
-      pool_roi_nhwc(inputs[l] + g.batch * heights[l] * widths[l] * channels, heights[l], widths[l], channels, g,
+      pool_roi_nhwc<float>(inputs[l] + g.batch * heights[l] * widths[l] * channels, heights[l], widths[l], channels, g,
                     pooled_height, pooled_width, pooled.data());
       float* out = output + n * channels * bins;
       for (int64_t k = 0; k < channels; ++k)

@@ -8,12 +8,12 @@ namespace maskrcnn::cli {
 void add_conv_options(CLI::App* cmd, ConvFlags& flags) {
   flags.algorithm_option = cmd->add_option("--conv", flags.algorithm,
                   "3x3 convolutions at inference: winograd (oneDNN, ~2x faster, outputs within ~1e-5 "
-                  "relative) or direct (LibTorch's, as torchvision)")
+                  "relative) or direct (the algorithm torchvision's convolutions run)")
       ->check(CLI::IsMember({"winograd", "direct"}))
       ->capture_default_str();
   cmd->add_option("--precision", flags.precision,
                   "Convolution arithmetic: f32 (as torchvision) or bf16 (bf16 inputs and weights, f32 "
-                  "accumulation: faster where the CPU has bf16, scores move by ~1e-2)")
+                  "accumulation, also for the box head's fc6/fc7: faster where the CPU has bf16, scores move by ~1e-2)")
       ->check(CLI::IsMember({"f32", "bf16"}))
       ->capture_default_str();
 }

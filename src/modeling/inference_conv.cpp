@@ -101,18 +101,14 @@ bool winograd_available() {
 }
 
 namespace modeling {
-namespace {
 
-int64_t version_of(const at::Tensor& t) {
-  if (!t.defined()) return -1;
-  return t.is_inference() ? 0 : static_cast<int64_t>(t._version());
-}
-
-void add_key(std::vector<int64_t>& key, const at::Tensor& t) {
+void add_parameter_key(std::vector<int64_t>& key, const at::Tensor& t) {
   key.push_back(t.defined() ? reinterpret_cast<int64_t>(t.unsafeGetTensorImpl()) : 0);
   key.push_back(t.defined() ? reinterpret_cast<int64_t>(t.data_ptr()) : 0);
-  key.push_back(version_of(t));
+  key.push_back(!t.defined() ? -1 : t.is_inference() ? 0 : static_cast<int64_t>(t._version()));
 }
+
+namespace {
 
 // Most layers see one input shape per image; the RPN head sees one per level
 // and the mask head one per detection count. Enough for both, bounded.
@@ -141,16 +137,16 @@ InferenceConv::~InferenceConv() = default;
 std::pair<at::Tensor, at::Tensor> InferenceConv::folded(const torch::nn::Conv2dImpl& conv,
                                                         const BatchNorm2dImpl* bn) {
   std::vector<int64_t> key;
-  add_key(key, conv.weight);
-  add_key(key, conv.bias);
+  add_parameter_key(key, conv.weight);
+  add_parameter_key(key, conv.bias);
   if (bn) {
-    add_key(key, bn->weight);
-    add_key(key, bn->bias);
-    add_key(key, bn->running_mean);
-    add_key(key, bn->running_var);
+    add_parameter_key(key, bn->weight);
+    add_parameter_key(key, bn->bias);
+    add_parameter_key(key, bn->running_mean);
+    add_parameter_key(key, bn->running_var);
     // batch_norm updates the running statistics in training without bumping
     // their version; num_batches_tracked's add_ does.
-    add_key(key, bn->num_batches_tracked);
+    add_parameter_key(key, bn->num_batches_tracked);
   }
   if (key != folded_key_ || !weight_.defined()) {
     if (!bn) {
@@ -222,24 +218,22 @@ at::Tensor InferenceConv::operator()(const torch::nn::Conv2dImpl& conv, const Ba
 }
 
 at::Tensor InferenceConv::compute(const torch::nn::Conv2dImpl& conv, const BatchNorm2dImpl* bn,
-                                  const at::Tensor& x_in, bool relu, const at::Tensor& residual_in,
+                                  const at::Tensor& x, bool relu, const at::Tensor& residual,
                                   FeatureLayout out) {
-  // Blocked maps come from this fast path; the others take 4-D tensors.
-  const bool onednn_input = x_in.device().is_cpu() && x_in.scalar_type() == at::kFloat && x_in.numel() > 0 &&
-                            (x_in.dim() == 4 || is_blocked(x_in));
-  const at::Tensor x = onednn_input ? x_in : to_4d(x_in);
+  // Blocked maps come from the oneDNN path below; the other paths take x and
+  // residual as 4-D tensors (to_4d).
+  const bool onednn_input = x.device().is_cpu() && x.scalar_type() == at::kFloat && x.numel() > 0 &&
+                            (x.dim() == 4 || is_blocked(x));
   const auto& opt = conv.options;
   // Zero padding given as numbers: every layer here.
   const auto* padding = explicit_padding(opt);
   const bool bn_is_affine = !bn || bn->frozen() || !bn->is_training();
   // Frozen layers in training (the stem and layer1 by default) need no graph:
   // nothing they read requires a gradient, so they take the inference path.
-  at::Tensor residual = residual_in;
   const auto wants_grad = [](const at::Tensor& t) { return t.defined() && t.requires_grad(); };
   const bool needs_grad = at::GradMode::is_enabled() &&
                           (wants_grad(x) || wants_grad(conv.weight) || wants_grad(conv.bias) ||
                            wants_grad(residual) || (bn && (wants_grad(bn->weight) || wants_grad(bn->bias))));
-  if (needs_grad || !bn_is_affine || padding == nullptr) residual = to_4d(residual_in);
   if (needs_grad && (!bn || bn->frozen()) && padding != nullptr && opt.groups() == 1) {
     // Training, with frozen batch norm (torchvision's default backbone) or
     // none: the affine folded into the weights inside the graph, so autograd
@@ -247,6 +241,7 @@ at::Tensor InferenceConv::compute(const torch::nn::Conv2dImpl& conv, const Batch
     // their backward passes) over every feature map; gradients reach
     // conv.weight through the product with the frozen scale. The add and ReLU
     // run in place, as torchvision's `out += identity; relu(inplace=True)`.
+    const at::Tensor x4 = to_4d(x), r4 = to_4d(residual);
     at::Tensor w = conv.weight, b = conv.bias;
     if (bn) {
       auto [scale, shift] = bn->affine();
@@ -262,12 +257,12 @@ at::Tensor InferenceConv::compute(const torch::nn::Conv2dImpl& conv, const Batch
                               (*padding)->at(0) == (*padding)->at(1);
     if (winograd_3x3 && b.defined() && !t_direct_training_convs && conv_algorithm() == ConvAlgorithm::Winograd) {
       int64_t runs = 0;
-      y = ops::winograd_conv2d_train(to_4d(x), w, b, (*padding)->at(0), winograd_scratchpad_budget(), &runs);
+      y = ops::winograd_conv2d_train(x4, w, b, (*padding)->at(0), winograd_scratchpad_budget(), &runs);
       if (y.defined()) ++onednn_calls_, onednn_parts_ += runs;
     }
 #endif
-    if (!y.defined()) y = at::conv2d(to_4d(x), w, b, *opt.stride(), **padding, *opt.dilation(), opt.groups());
-    if (residual.defined()) y.add_(residual);
+    if (!y.defined()) y = at::conv2d(x4, w, b, *opt.stride(), **padding, *opt.dilation(), opt.groups());
+    if (r4.defined()) y.add_(r4);
     return relu ? y.relu_() : y;
   }
   if (needs_grad || !bn_is_affine || padding == nullptr) {
@@ -275,7 +270,7 @@ at::Tensor InferenceConv::compute(const torch::nn::Conv2dImpl& conv, const Batch
     // themselves, so autograd sees torchvision's graph.
     auto y = const_cast<torch::nn::Conv2dImpl&>(conv).forward(to_4d(x));
     if (bn) y = const_cast<BatchNorm2dImpl*>(bn)->forward(y);
-    if (residual.defined()) y = y + residual;
+    if (residual.defined()) y = y + to_4d(residual);
     return relu ? at::relu(y) : y;
   }
   // oneDNN is called with one stride, dilation and padding for both axes.
@@ -308,9 +303,8 @@ at::Tensor InferenceConv::compute(const torch::nn::Conv2dImpl& conv, const Batch
 #else
   (void)out;
 #endif
-  residual = to_4d(residual);
   auto y = at::conv2d(to_4d(x), weight, bias, *opt.stride(), **padding, *opt.dilation(), opt.groups());
-  if (residual.defined()) y.add_(residual);
+  if (residual.defined()) y.add_(to_4d(residual));
   return relu ? y.relu_() : y;
 }
 

@@ -53,6 +53,12 @@ class DirectTrainingConvs {
   bool previous_;
 };
 
+// Appends what identifies a parameter's current values to `key`: its
+// tensor, its storage and its version (bumped by every in-place change:
+// load_state_dict, an optimizer step). Undefined tensors add a fixed entry.
+// Cached derivatives of the weights (folded, packed) are remade when it changes.
+void add_parameter_key(std::vector<int64_t>& key, const at::Tensor& t);
+
 class InferenceConv {
  public:
   // allow_bf16: false keeps f32 arithmetic whatever inference_precision() is.

@@ -7,6 +7,7 @@
 #include <stdexcept>
 
 #include "maskrcnn/model.h"
+#include "modeling/inference_conv.h"
 #ifdef MASKRCNN_HAVE_DNNL
 #include "ops/matmul/dnnl_matmul.h"
 #endif
@@ -42,11 +43,7 @@ at::Tensor InferenceLinear::try_forward(const at::Tensor& x, std::initializer_li
   {
     std::lock_guard<std::mutex> lock(mutex_);
     std::vector<int64_t> key;
-    for (const auto& t : sources) {
-      key.push_back(t.defined() ? reinterpret_cast<int64_t>(t.unsafeGetTensorImpl()) : 0);
-      key.push_back(t.defined() ? reinterpret_cast<int64_t>(t.data_ptr()) : 0);
-      key.push_back(!t.defined() ? -1 : t.is_inference() ? 0 : static_cast<int64_t>(t._version()));
-    }
+    for (const auto& t : sources) add_parameter_key(key, t);
     if (key != key_ || !weight_.defined()) {
       std::tie(weight_, bias_) = make();
       key_ = std::move(key);

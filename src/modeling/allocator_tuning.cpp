@@ -15,6 +15,13 @@
 // on two 124 MB tensors 195-250 ms, 24-30k page faults a call; into a reused
 // buffer 7 ms). tune_allocator_for_inference therefore also installs
 // HeapCPUAllocator: malloc'ed blocks aligned to 64 bytes by hand.
+//
+// Large blocks are also marked for transparent huge pages (madvise; Debian's
+// default THP mode only backs regions that ask). A 55 MB feature map spans
+// ~14k 4 KB pages, more than the TLB holds, and the convolutions walk several
+// such maps at once: 2 MB pages made a photo ~6% faster here (the same as
+// glibc's own glibc.malloc.hugetlb=1 tunable) at no cost in peak RSS, because
+// the heap's memory is reused rather than returned.
 #include <c10/core/Allocator.h>
 #include <c10/core/CPUAllocator.h>
 #include <c10/util/Exception.h>
@@ -27,6 +34,9 @@
 
 #if defined(__GLIBC__)
 #include <malloc.h>
+#endif
+#if defined(__linux__)
+#include <sys/mman.h>
 #endif
 #ifdef MASKRCNN_HAVE_DNNL
 #include <oneapi/dnnl/dnnl.hpp>
@@ -72,7 +82,30 @@ class HeapCPUAllocator final : public c10::Allocator {
     const std::size_t offset = kAlignment - address % kAlignment;
     std::uint8_t* data = raw + offset;
     data[-1] = static_cast<std::uint8_t>(offset);
+    if (bytes >= kHugePageMinBytes && huge_pages_enabled()) advise_huge_pages(data, bytes);
     return data;
+  }
+  // Blocks this large get the 2 MB pages inside them marked MADV_HUGEPAGE.
+  // Pages already faulted in stay as they are; the heap's later growth and
+  // reused ranges the kernel has not backed yet get huge pages.
+  static constexpr std::size_t kHugePageMinBytes = std::size_t{4} << 20;
+  static bool huge_pages_enabled() {
+    static const bool enabled = [] {
+      const char* off = std::getenv("MASKRCNN_NO_HUGE_PAGES");
+      return !(off && *off && std::string(off) != "0");
+    }();
+    return enabled;
+  }
+  static void advise_huge_pages(void* data, std::size_t bytes) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+    constexpr std::uintptr_t kHuge = std::uintptr_t{2} << 20;
+    const auto begin = (reinterpret_cast<std::uintptr_t>(data) + kHuge - 1) & ~(kHuge - 1);
+    const auto end = (reinterpret_cast<std::uintptr_t>(data) + bytes) & ~(kHuge - 1);
+    if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);  // advice only
+#else
+    (void)data;
+    (void)bytes;
+#endif
   }
   static void release(void* data) {
     if (data == nullptr) return;

@@ -45,7 +45,7 @@ DirectTrainingConvs::~DirectTrainingConvs() { t_direct_training_convs = previous
 
 namespace {
 std::atomic<Precision> g_precision{Precision::F32};
-std::atomic<std::size_t> g_scratchpad_budget{std::size_t{128} << 20};
+std::atomic<std::size_t> g_scratchpad_budget{std::size_t{320} << 20};  // as DnnlConvOptions
 }  // namespace
 
 void set_winograd_scratchpad_budget(std::size_t bytes) { g_scratchpad_budget = bytes; }
@@ -134,8 +134,7 @@ struct InferenceConv::Primitive {
 InferenceConv::InferenceConv(bool allow_bf16) : allow_bf16_(allow_bf16) {}
 InferenceConv::~InferenceConv() = default;
 
-std::pair<at::Tensor, at::Tensor> InferenceConv::folded(const torch::nn::Conv2dImpl& conv,
-                                                        const BatchNorm2dImpl* bn) {
+void InferenceConv::refresh(const torch::nn::Conv2dImpl& conv, const BatchNorm2dImpl* bn) {
   std::vector<int64_t> key;
   add_parameter_key(key, conv.weight);
   add_parameter_key(key, conv.bias);
@@ -148,7 +147,16 @@ std::pair<at::Tensor, at::Tensor> InferenceConv::folded(const torch::nn::Conv2dI
     // their version; num_batches_tracked's add_ does.
     add_parameter_key(key, bn->num_batches_tracked);
   }
-  if (key != folded_key_ || !weight_.defined()) {
+  if (key != folded_key_) {
+    folded_key_ = std::move(key);
+    weight_ = bias_ = at::Tensor();
+    primitives_.clear();  // built from the old weights
+  }
+}
+
+std::pair<at::Tensor, at::Tensor> InferenceConv::folded(const torch::nn::Conv2dImpl& conv,
+                                                        const BatchNorm2dImpl* bn) {
+  if (!weight_.defined()) {
     if (!bn) {
       weight_ = conv.weight.detach();
       bias_ = conv.bias.defined() ? conv.bias.detach() : at::Tensor();
@@ -158,16 +166,13 @@ std::pair<at::Tensor, at::Tensor> InferenceConv::folded(const torch::nn::Conv2dI
       weight_ = conv.weight.detach() * scale.reshape({-1, 1, 1, 1});
       bias_ = conv.bias.defined() ? conv.bias.detach() * scale + shift : shift;
     }
-    folded_key_ = std::move(key);
-    primitives_.clear();  // built from the old weights
   }
   return {weight_, bias_};
 }
 
 std::shared_ptr<const ops::DnnlConv2d> InferenceConv::primitive(const torch::nn::Conv2dImpl& conv,
-                                                                const at::Tensor& weight, const at::Tensor& bias,
-                                                                const at::Tensor& x, bool relu, bool residual,
-                                                                bool bf16, bool winograd) {
+                                                                const BatchNorm2dImpl* bn, const at::Tensor& x,
+                                                                bool relu, bool residual, bool bf16, bool winograd) {
 #ifdef MASKRCNN_HAVE_DNNL
   // oneDNN fixes a primitive's thread count when it is built.
   const int64_t channels = map_channels(x);
@@ -192,6 +197,7 @@ std::shared_ptr<const ops::DnnlConv2d> InferenceConv::primitive(const torch::nn:
     std::vector<const ops::DnnlConv2d*> same_weights;
     for (const auto& p : primitives_)
       if (p.conv) same_weights.push_back(p.conv.get());
+    const auto [weight, bias] = folded(conv, bn);
     made = std::make_shared<const ops::DnnlConv2d>(
         weight, bias, std::array<int64_t, 4>{x.size(0), channels, x.size(2), x.size(3)}, o, same_weights);
     // oneDNN's reference code (a layout or ISA its kernels lack) is slower
@@ -202,9 +208,10 @@ std::shared_ptr<const ops::DnnlConv2d> InferenceConv::primitive(const torch::nn:
   }
   primitives_.push_front({key, made});
   if (primitives_.size() > kMaxPrimitives) primitives_.pop_back();
+  if (made) weight_ = bias_ = at::Tensor();  // packed inside the primitive; folded again if needed
   return made;
 #else
-  (void)conv, (void)weight, (void)bias, (void)x, (void)relu, (void)residual, (void)bf16, (void)winograd;
+  (void)conv, (void)bn, (void)x, (void)relu, (void)residual, (void)bf16, (void)winograd;
   return nullptr;
 #endif
 }
@@ -283,13 +290,14 @@ at::Tensor InferenceConv::compute(const torch::nn::Conv2dImpl& conv, const Batch
   at::Tensor weight, bias;
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    std::tie(weight, bias) = folded(conv, bn);
+    refresh(conv, bn);
     // Every square convolution: the direct ones too, with the weights
     // reordered once and the add and ReLU fused, where LibTorch's convolution
     // reorders the weights per call and adds and clamps in passes of their own.
     if (square && onednn_input && (!residual.defined() || residual.scalar_type() == at::kFloat))
-      fast = primitive(conv, weight, bias, x, relu, residual.defined(), bf16,
+      fast = primitive(conv, bn, x, relu, residual.defined(), bf16,
                        winograd_shape && conv_algorithm() == ConvAlgorithm::Winograd);
+    if (!fast) std::tie(weight, bias) = folded(conv, bn);
   }
 #ifdef MASKRCNN_HAVE_DNNL
   if (fast) {

@@ -51,11 +51,15 @@ double max_rel_diff(const at::Tensor& a, const at::Tensor& ref) {
 
 class InferenceConvTest : public ::testing::Test {
  protected:
-  void SetUp() override { at::manual_seed(7); }
+  void SetUp() override {
+    at::manual_seed(7);
+    budget_ = maskrcnn::winograd_scratchpad_budget();
+  }
   void TearDown() override {
     maskrcnn::set_conv_algorithm(maskrcnn::ConvAlgorithm::Winograd);
-    maskrcnn::set_winograd_scratchpad_budget(size_t{128} << 20);
+    maskrcnn::set_winograd_scratchpad_budget(budget_);
   }
+  std::size_t budget_ = 0;
 };
 
 TEST_F(InferenceConvTest, Winograd3x3WithFoldedNormResidualAndReluMatchesTheModules) {

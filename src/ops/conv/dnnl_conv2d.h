@@ -29,11 +29,14 @@ struct DnnlConvOptions {
   bool bf16 = false;      // bf16 src and weights, f32 accumulation and output
   bool relu = false;      // fused, after the residual add
   bool residual = false;  // forward() adds a residual of the output's shape
-  // Winograd's scratchpad holds every tile transformed: ~300 MB for a
-  // 256-channel 200x304 map. Above this many bytes the convolution runs in
+  // Winograd's scratchpad holds every tile transformed: ~280 MB for a
+  // 256-channel 200x304 map, ~310 MB for 200x336 (the largest FPN level of a
+  // 1333-pixel-wide image). Above this many bytes the convolution runs in
   // parts (groups of images, then bands of output rows, each with the input
-  // rows it needs) whose scratchpads fit; 0 never splits.
-  size_t scratchpad_budget = size_t{128} << 20;
+  // rows it needs) whose scratchpads fit; 0 never splits. Bands cost more than
+  // their share: each copies its rows in and out, and their tile counts block
+  // oneDNN's GEMM worse (4 bands of 52 rows: 84 ms against 70-75 whole).
+  size_t scratchpad_budget = size_t{320} << 20;
 };
 
 class DnnlConv2d {

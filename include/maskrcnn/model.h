@@ -158,11 +158,12 @@ void set_conv_algorithm(ConvAlgorithm algorithm);  // Winograd where unavailable
 ConvAlgorithm conv_algorithm();
 // Built with oneDNN (MASKRCNN_WITH_DNNL) and a CPU it has Winograd for (AVX-512).
 bool winograd_available();
-// Winograd keeps every transformed tile in a scratchpad: ~300 MB for a
+// Winograd keeps every transformed tile in a scratchpad: ~280 MB for a
 // 256-channel convolution on the largest FPN level of an 800x1216 image. A
 // convolution whose scratchpad would pass this many bytes runs in parts
-// (groups of images, then bands of rows) that fit: default 128 MB, which
-// keeps a photo's peak RSS ~250 MB lower for ~20 ms; 0 never splits. Process-wide.
+// (groups of images, then bands of rows) that fit: default 192 MB (two bands
+// there), which keeps a photo's peak RSS ~170 MB lower for ~15 ms; 0 never
+// splits. Process-wide.
 void set_winograd_scratchpad_budget(std::size_t bytes);
 std::size_t winograd_scratchpad_budget();
 

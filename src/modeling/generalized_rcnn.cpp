@@ -44,7 +44,7 @@ std::vector<Detections> GeneralizedRCNNImpl::forward(const std::vector<at::Tenso
     ScopedStage stage("transform");
     batch = transform_(images);
   }
-  auto features = backbone->forward(batch.tensors);
+  auto features = backbone->features(batch.tensors);  // blocked where oneDNN computed them
   auto proposals = rpn->forward(batch, features);
   auto dets = roi_heads->forward(features, proposals.boxes, batch.image_sizes);
   ScopedStage stage("paste");

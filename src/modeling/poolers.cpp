@@ -1,4 +1,5 @@
 #include "modeling/poolers.h"
+#include "modeling/feature_layout.h"
 
 #include <ATen/ATen.h>
 
@@ -43,13 +44,13 @@ at::Tensor MultiScaleRoIAlign::operator()(
     max_w = std::max(max_w, s.second);
   }
   std::vector<double> scales;
-  for (auto& f : x) scales.push_back(infer_scale(f.size(-2), max_h));
+  for (auto& f : x) scales.push_back(infer_scale(map_size(f).first, max_h));  // maps in any FeatureLayout
   const double k_min = -std::log2(static_cast<float>(scales.front()));
   const double k_max = -std::log2(static_cast<float>(scales.back()));
 
   auto rois = boxes_to_rois(boxes);
   const int64_t num_rois = rois.size(0);
-  if (num_rois == 0) return at::zeros({0, x[0].size(1), output_size_, output_size_}, x[0].options());
+  if (num_rois == 0) return at::zeros({0, map_channels(x[0]), output_size_, output_size_}, x[0].options());
 
   // LevelMapper (FPN paper eq. 1), float32 like torchvision.
   auto box_cat = rois.slice(1, 1, 5);
@@ -66,6 +67,7 @@ at::Tensor MultiScaleRoIAlign::operator()(
       }))
     return ops::detail::roi_align_levels_forward_cpu(x, rois, levels, scales, output_size_, output_size_,
                                                      sampling_ratio_, /*aligned=*/false);
+  for (auto& f : x) f = to_4d(f);
   auto result = at::zeros({num_rois, x[0].size(1), output_size_, output_size_},
                           x[0].options().memory_format(at::MemoryFormat::Contiguous));
   for (size_t l = 0; l < num_levels; ++l) {

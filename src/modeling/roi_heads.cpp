@@ -78,7 +78,8 @@ std::vector<RoIDetections> RoIHeadsImpl::forward(
     // the one copy of the four pooled levels.
     if (!at::GradMode::is_enabled())
       for (size_t l = 0; l < pooled_levels.size() && l < 4; ++l)
-        if (pooled_levels[l].is_cpu()) pooled_levels[l] = pooled_levels[l].contiguous(at::MemoryFormat::ChannelsLast);
+        if (pooled_levels[l].is_cpu() && pooled_levels[l].dim() == 4)  // blocked maps are read as they are
+          pooled_levels[l] = pooled_levels[l].contiguous(at::MemoryFormat::ChannelsLast);
     box_features = box_roi_pool_(pooled_levels, proposals, image_sizes);
   }
   {

@@ -352,4 +352,42 @@ TEST(RoiAlignLevels, EachRoiPooledFromItsLevelAsRoiAlignDoes) {
                c10::Error);
 }
 
+// Blocked levels (oneDNN's nChw16c as 5-D [N, C/16, H, W, 16], what the FPN's
+// convolutions write) pooled block by block: the same taps and sums as from
+// the channels-last maps, with either sampling grid and alignment, and mixed
+// with channels-last levels.
+TEST(RoiAlignLevels, BlockedMapsPoolAsChannelsLastOnes) {
+  at::manual_seed(22);
+  std::vector<at::Tensor> last, blocked, mixed;
+  std::vector<double> scales;
+  for (int64_t l = 0; l < 4; ++l) {
+    auto f = at::randn({2, 48, 64 >> l, 40 >> l});
+    last.push_back(f.contiguous(at::MemoryFormat::ChannelsLast));
+    blocked.push_back(f.view({2, 3, 16, 64 >> l, 40 >> l}).permute({0, 1, 3, 4, 2}).contiguous());
+    mixed.push_back(l % 2 ? blocked.back() : last.back());
+    scales.push_back(1.0 / (4 << l));
+  }
+  const int64_t k = 200;
+  auto xy = at::rand({k, 2}) * 180 - 10;  // some partly outside the image
+  auto wh = at::rand({k, 2}) * 100;
+  auto rois = at::cat({at::randint(0, 2, {k, 1}).to(at::kFloat), xy, xy + wh}, 1);
+  auto levels = at::randint(0, 4, {k}, at::kLong);
+  for (int64_t sampling : {2, 0})
+    for (bool aligned : {false, true}) {
+      using maskrcnn::ops::detail::roi_align_levels_forward_cpu;
+      auto ref = roi_align_levels_forward_cpu(last, rois, levels, scales, 7, 7, sampling, aligned);
+      auto out = roi_align_levels_forward_cpu(blocked, rois, levels, scales, 7, 7, sampling, aligned);
+      auto out_mixed = roi_align_levels_forward_cpu(mixed, rois, levels, scales, 14, 14, sampling, aligned);
+      auto ref14 = roi_align_levels_forward_cpu(last, rois, levels, scales, 14, 14, sampling, aligned);
+      ASSERT_EQ(out.sizes(), ref.sizes());
+      EXPECT_GT(ref.abs().sum().item<double>(), 0);
+      EXPECT_LT((out - ref).abs().max().item<double>(), 1e-6) << "sampling " << sampling << " aligned " << aligned;
+      EXPECT_LT((out_mixed - ref14).abs().max().item<double>(), 1e-6) << "sampling " << sampling;
+    }
+  // A 5-D map whose last dimension is not 16 is no blocked map.
+  std::vector<at::Tensor> bad{at::zeros({2, 6, 16, 10, 8}), last[1], last[2], last[3]};
+  EXPECT_THROW(maskrcnn::ops::detail::roi_align_levels_forward_cpu(bad, rois, levels, scales, 7, 7, 2, false),
+               c10::Error);
+}
+
 }  // namespace

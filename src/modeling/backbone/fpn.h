@@ -15,8 +15,10 @@ class FeaturePyramidNetworkImpl : public torch::nn::Module {
   // norm: v2 builds the FPN with BatchNorm2d (convs without bias).
   FeaturePyramidNetworkImpl(const std::vector<int64_t>& in_channels, int64_t out_channels,
                             bool norm, double norm_eps);
-  // Returns the levels "0".."3" and "pool" (stride 4..64).
+  // Returns the levels "0".."3" and "pool" (stride 4..64), 4-D channels-last.
   std::vector<at::Tensor> forward(const std::vector<at::Tensor>& x);
+  // The same maps, blocked where oneDNN computed them (feature_layout.h).
+  std::vector<at::Tensor> features(const std::vector<at::Tensor>& x);
 
  private:
   torch::nn::ModuleList inner_blocks, layer_blocks;
@@ -27,7 +29,10 @@ TORCH_MODULE(FeaturePyramidNetwork);
 class BackboneWithFPNImpl : public torch::nn::Module {
  public:
   BackboneWithFPNImpl(int depth, NormSpec body_norm, bool fpn_norm);
-  std::vector<at::Tensor> forward(const at::Tensor& images);
+  std::vector<at::Tensor> forward(const at::Tensor& images);  // 4-D, as FeaturePyramidNetwork's
+  // The same maps, blocked where oneDNN computed them: what the RPN head's
+  // convolution and RoIAlign read without a copy.
+  std::vector<at::Tensor> features(const at::Tensor& images);
   int64_t out_channels() const { return 256; }
   ResNetBody body{nullptr};
   FeaturePyramidNetwork fpn{nullptr};

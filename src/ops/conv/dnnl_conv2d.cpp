@@ -293,7 +293,7 @@ at::Tensor DnnlConv2d::forward(const at::Tensor& x_in, const at::Tensor& residua
         dnnl::reorder(r_full, out_full).execute(stream, r_full, out_full);
       }
     }
-    // The scratchpad budget keeps it to ~320 MB.
+    // The scratchpad budget keeps it to ~192 MB.
     dnnl::memory scratch = dnnl_common::thread_scratchpad(s.scratchpad);
     float* x_data = x.data_ptr<float>();
     float* out_data = out.data_ptr<float>();

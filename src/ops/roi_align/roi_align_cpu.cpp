@@ -187,22 +187,71 @@ void roi_align_forward_nhwc_impl(const T* input, const T* rois, int64_t num_rois
   });
 }
 
+// One RoI from one image of a blocked map ([C/16][H][W][16]: oneDNN's
+// nChw16c, which the FPN's convolutions write), straight into its
+// [channel][bin] rows. Per 16-channel block, the NHWC kernel's arithmetic on
+// 16 channels: the same taps, weights and order of sums. The samples'
+// positions and weights are worked out once for all blocks.
+void pool_roi_blocked16(const float* image, int64_t blocks, int64_t height, int64_t width,
+                        const RoiGeometry<float>& g, int64_t pooled_height, int64_t pooled_width,
+                        std::vector<Sample<float>>& samples, float* out) {
+  constexpr int64_t kBlock = 16;
+  const int64_t bins = pooled_height * pooled_width, grid = g.grid_h * g.grid_w;
+  const float count = static_cast<float>(std::max<int64_t>(grid, 1));
+  samples.assign(bins * grid, Sample<float>{});  // outside the map: zero weights on position 0
+  int64_t idx = 0;
+  for (int64_t ph = 0; ph < pooled_height; ++ph)
+    for (int64_t pw = 0; pw < pooled_width; ++pw)
+      for (int64_t iy = 0; iy < g.grid_h; ++iy) {
+        const float yy = sample_coord<float>(g.start_h, ph, g.bin_h, iy, g.grid_h);
+        for (int64_t ix = 0; ix < g.grid_w; ++ix, ++idx) {
+          const float xx = sample_coord<float>(g.start_w, pw, g.bin_w, ix, g.grid_w);
+          int64_t yl = 0, xl = 0, yh = 0, xh = 0;
+          float w1 = 0, w2 = 0, w3 = 0, w4 = 0;
+          if (bilinear_sample<float>(height, width, yy, xx, yl, xl, yh, xh, w1, w2, w3, w4))
+            samples[idx] = {yl * width + xl, yl * width + xh, yh * width + xl, yh * width + xh, w1, w2, w3, w4};
+        }
+      }
+  for (int64_t b = 0; b < blocks; ++b) {
+    const float* plane = image + b * height * width * kBlock;
+    float* o = out + b * kBlock * bins;
+    for (int64_t p = 0; p < bins; ++p) {
+      float v[kBlock] = {};
+      for (const Sample<float>* s = samples.data() + p * grid; s != samples.data() + (p + 1) * grid; ++s) {
+        const float* a = plane + s->pos1 * kBlock;
+        const float* bb = plane + s->pos2 * kBlock;
+        const float* c = plane + s->pos3 * kBlock;
+        const float* d = plane + s->pos4 * kBlock;
+        for (int64_t k = 0; k < kBlock; ++k) v[k] += s->w1 * a[k] + s->w2 * bb[k] + s->w3 * c[k] + s->w4 * d[k];
+      }
+      for (int64_t k = 0; k < kBlock; ++k) o[k * bins + p] = v[k] / count;
+    }
+  }
+}
+
 // Each RoI from its own level, its bins gathered as [bin][channel] and
-// transposed once into [channel][bin].
-void roi_align_levels_forward_impl(const std::vector<const float*>& inputs, const std::vector<int64_t>& heights,
-                                   const std::vector<int64_t>& widths, const std::vector<float>& scales,
-                                   const float* rois, const int64_t* levels, int64_t num_rois, int64_t channels,
-                                   int64_t pooled_height, int64_t pooled_width, int64_t sampling_ratio,
-                                   bool aligned, float* output) {
+// transposed once into [channel][bin] (channels-last levels), or pooled block
+// by block (blocked levels).
+void roi_align_levels_forward_impl(const std::vector<const float*>& inputs, const std::vector<bool>& blocked,
+                                   const std::vector<int64_t>& heights, const std::vector<int64_t>& widths,
+                                   const std::vector<float>& scales, const float* rois, const int64_t* levels,
+                                   int64_t num_rois, int64_t channels, int64_t pooled_height, int64_t pooled_width,
+                                   int64_t sampling_ratio, bool aligned, float* output) {
   const int64_t bins = pooled_height * pooled_width;
   at::parallel_for(0, num_rois, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> pooled(bins * channels);
+    std::vector<float> pooled;
+    std::vector<Sample<float>> samples;
     for (int64_t n = begin; n < end; ++n) {
       const int64_t l = levels[n];
       auto g = roi_geometry<float>(rois + n * 5, scales[l], pooled_height, pooled_width, sampling_ratio, aligned);
-      pool_roi_nhwc<float>(inputs[l] + g.batch * heights[l] * widths[l] * channels, heights[l], widths[l], channels, g,
-                    pooled_height, pooled_width, pooled.data());
+      const float* image = inputs[l] + g.batch * heights[l] * widths[l] * channels;
       float* out = output + n * channels * bins;
+      if (blocked[l]) {
+        pool_roi_blocked16(image, channels / 16, heights[l], widths[l], g, pooled_height, pooled_width, samples, out);
+        continue;
+      }
+      pooled.resize(bins * channels);
+      pool_roi_nhwc<float>(image, heights[l], widths[l], channels, g, pooled_height, pooled_width, pooled.data());
       for (int64_t k = 0; k < channels; ++k)
         for (int64_t p = 0; p < bins; ++p) out[k * bins + p] = pooled[p * channels + k];
     }
@@ -285,16 +334,23 @@ at::Tensor roi_align_levels_forward_cpu(const std::vector<at::Tensor>& features,
                                         int64_t pooled_height, int64_t pooled_width, int64_t sampling_ratio,
                                         bool aligned) {
   TORCH_CHECK(!features.empty() && scales.size() == features.size(), "roi_align_levels: one scale per level");
-  const int64_t channels = features[0].size(1);
-  std::vector<at::Tensor> maps;  // channels-last float, kept alive
+  // A 5-D [N, C/16, H, W, 16] map is blocked (nChw16c).
+  auto is_blocked = [](const at::Tensor& f) { return f.dim() == 5 && f.size(4) == 16; };
+  auto channels_of = [&](const at::Tensor& f) { return is_blocked(f) ? f.size(1) * 16 : f.size(1); };
+  const int64_t channels = channels_of(features[0]);
+  std::vector<at::Tensor> maps;  // channels-last or blocked float, kept alive
   std::vector<const float*> inputs;
+  std::vector<bool> blocked;
   std::vector<int64_t> heights, widths;
   std::vector<float> fscales;
   for (size_t l = 0; l < features.size(); ++l) {
     const auto& f = features[l];
-    TORCH_CHECK(f.dim() == 4 && f.is_cpu() && f.size(1) == channels && f.size(0) == features[0].size(0),
-                "roi_align_levels: 4-D CPU maps with the same batch and channels");
-    maps.push_back(f.to(at::kFloat).contiguous(at::MemoryFormat::ChannelsLast));
+    TORCH_CHECK((f.dim() == 4 || is_blocked(f)) && f.is_cpu() && channels_of(f) == channels &&
+                    f.size(0) == features[0].size(0),
+                "roi_align_levels: 4-D or blocked CPU maps with the same batch and channels");
+    blocked.push_back(is_blocked(f));
+    maps.push_back(blocked.back() ? f.to(at::kFloat).contiguous()
+                                  : f.to(at::kFloat).contiguous(at::MemoryFormat::ChannelsLast));
     inputs.push_back(maps.back().data_ptr<float>());
     heights.push_back(f.size(2));
     widths.push_back(f.size(3));
@@ -305,15 +361,15 @@ at::Tensor roi_align_levels_forward_cpu(const std::vector<at::Tensor>& features,
   TORCH_CHECK(rois.dim() == 2 && rois.size(1) == 5 && levels.numel() == rois.size(0),
               "roi_align_levels: rois [K, 5] and one level each");
   const int64_t num_rois = rois.size(0);
-  auto output = at::empty({num_rois, channels, pooled_height, pooled_width}, maps[0].options().memory_format(
-                                                                               at::MemoryFormat::Contiguous));
+  auto output = at::empty({num_rois, channels, pooled_height, pooled_width}, maps[0].options());
   if (num_rois == 0) return output;
   const int64_t* lv = levels.data_ptr<int64_t>();
   const int64_t* lv_end = lv + num_rois;
   TORCH_CHECK(std::all_of(lv, lv_end, [&](int64_t l) { return l >= 0 && l < static_cast<int64_t>(maps.size()); }),
               "roi_align_levels: a level out of range");
-  roi_align_levels_forward_impl(inputs, heights, widths, fscales, rois.data_ptr<float>(), lv, num_rois, channels,
-                                pooled_height, pooled_width, sampling_ratio, aligned, output.data_ptr<float>());
+  roi_align_levels_forward_impl(inputs, blocked, heights, widths, fscales, rois.data_ptr<float>(), lv, num_rois,
+                                channels, pooled_height, pooled_width, sampling_ratio, aligned,
+                                output.data_ptr<float>());
   return output;
 }
 

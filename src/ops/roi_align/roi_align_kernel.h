@@ -18,8 +18,8 @@ at::Tensor roi_align_backward_cpu(const at::Tensor& grad, const at::Tensor& rois
                                   bool aligned);
 
 // MultiScaleRoIAlign's forward in one pass for CPU inference: RoI k pooled
-// from levels[k] of `features` (channels-last float maps, one per level, with
-// scales[l]) straight into row k of the [K, C, ph, pw] result, the same
+// from levels[k] of `features` (float maps, one per level, with scales[l]:
+// channels-last, or oneDNN's blocked nChw16c as 5-D [N, C/16, H, W, 16]) straight into row k of the [K, C, ph, pw] result, the same
 // arithmetic as roi_align_forward_cpu. Saves the per-level gathers, the
 // zero-filled result and its scatter, and writes each RoI's bins through a
 // small transpose instead of one strided store per channel and bin.

@@ -5,7 +5,13 @@
 
 #include <ATen/ATen.h>
 
+#include <torch/torch.h>
+
+#include "maskrcnn/model.h"
+#include "modeling/anchor_generator.h"
+#include "modeling/backbone/fpn.h"
 #include "modeling/feature_layout.h"
+#include "modeling/poolers.h"
 
 using namespace maskrcnn::modeling;
 
@@ -52,6 +58,39 @@ TEST(FeatureLayout, PoolingAndUpsamplingBlockedMapsMatchNchw) {
     EXPECT_EQ(layout_of(y), FeatureLayout::Blocked16);
     EXPECT_TRUE(at::equal(to_4d(y), ref)) << h << "x" << w;
   }
+}
+
+// The backbone's blocked maps (what inference hands the RPN head and
+// RoIAlign) hold the values forward()'s 4-D maps hold, and the anchors and
+// RoI pooling read them as they read the 4-D ones.
+TEST(FeatureLayout, BlockedBackboneFeaturesServeAnchorsAndPoolingAsFourDOnes) {
+  at::manual_seed(3);
+  torch::NoGradGuard no_grad;
+  BackboneWithFPN backbone(50, NormSpec{true, 1e-5}, false);
+  backbone->eval();
+  const auto images = at::randn({1, 3, 96, 128});
+  const auto blocked = backbone->features(images);
+  const auto four_d = backbone->forward(images);
+  ASSERT_EQ(blocked.size(), 5u);
+  ASSERT_EQ(four_d.size(), 5u);
+  for (size_t l = 0; l < blocked.size(); ++l) {
+    EXPECT_EQ(four_d[l].dim(), 4);
+    EXPECT_TRUE(at::equal(to_4d(blocked[l]), four_d[l].contiguous())) << "level " << l;
+  }
+  // Where oneDNN ran the FPN, its maps come out blocked.
+  if (maskrcnn::winograd_available()) EXPECT_TRUE(is_blocked(blocked[0]));
+
+  AnchorGenerator anchors;
+  EXPECT_TRUE(at::equal(anchors.anchors(96, 128, blocked), anchors.anchors(96, 128, four_d)));
+
+  MultiScaleRoIAlign pool(7, 2);
+  const auto boxes = at::tensor({0.f, 0.f, 60.f, 40.f, 10.f, 20.f, 120.f, 90.f, 30.f, 5.f, 34.f, 9.f}).view({3, 4});
+  const std::vector<std::pair<int64_t, int64_t>> sizes{{96, 128}};
+  const auto from_blocked = pool(blocked, {boxes}, sizes);
+  const auto from_4d = pool(four_d, {boxes}, sizes);
+  ASSERT_EQ(from_blocked.sizes(), from_4d.sizes());
+  EXPECT_LT((from_blocked - from_4d).abs().max().item<double>(), 1e-6);
+  EXPECT_GT(from_4d.abs().sum().item<double>(), 0);
 }
 
 }  // namespace

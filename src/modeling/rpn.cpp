@@ -27,7 +27,10 @@ RPNHeadImpl::RPNHeadImpl(int64_t in_channels, int64_t num_anchors, int conv_dept
   conv = register_module("conv", torch::nn::Sequential());
   for (int i = 0; i < conv_depth; ++i) {
     ConvNormAct c(ConvNormActImpl::Options{in_channels, in_channels, 3});
-    c->set_output_layout(FeatureLayout::Blocked16);  // read by the next convolutions only
+    // Blocked for a next 3x3; the last one channels-last, the layout oneDNN's
+    // kernels for the two 1x1 predictors (3 and 12 outputs) read: one reorder
+    // out of Winograd's blocked output instead of one per predictor.
+    c->set_output_layout(i + 1 < conv_depth ? FeatureLayout::Blocked16 : FeatureLayout::ChannelsLast);
     conv->push_back(c);
   }
   cls_logits = register_module(

@@ -87,7 +87,7 @@ class InferenceConv {
   void refresh(const torch::nn::Conv2dImpl& conv, const BatchNorm2dImpl* bn);
   // The folded (weight, bias) for the current parameter versions. Not kept
   // once a oneDNN primitive holds them packed: the body's folded copies are
-  // ~95 MB that a photo's peak RSS does not need.
+  // ~90 MB that a photo's peak RSS does not need.
   std::pair<at::Tensor, at::Tensor> folded(const torch::nn::Conv2dImpl& conv, const BatchNorm2dImpl* bn);
   std::shared_ptr<const ops::DnnlConv2d> primitive(const torch::nn::Conv2dImpl& conv, const BatchNorm2dImpl* bn,
                                                    const at::Tensor& x, bool relu, bool residual, bool bf16,

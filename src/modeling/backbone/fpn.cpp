@@ -27,7 +27,7 @@ FeaturePyramidNetworkImpl::FeaturePyramidNetworkImpl(const std::vector<int64_t>&
     // next convolution, the outputs for the RPN head's convolution (Winograd
     // reads only blocked maps) and for RoIAlign, which reads them as they are.
     // (Channels-last outputs cost a reorder out of and back into blocked at
-    // each level: ~25 ms a photo, and 2 x 62 MB of buffers at the largest.)
+    // each level, and 2 x 62 MB of buffers at the largest.)
     inner_.back()->set_output_layout(FeatureLayout::Blocked16);
     layer_.back()->set_output_layout(FeatureLayout::Blocked16);
     inner_blocks->push_back(inner_.back());
@@ -41,10 +41,16 @@ FeaturePyramidNetworkImpl::FeaturePyramidNetworkImpl(const std::vector<int64_t>&
   }
 }
 
+namespace {
+// The public forward()s hand out 4-D channels-last maps, as before blocked ones.
+std::vector<at::Tensor> channels_last_4d(std::vector<at::Tensor> maps) {
+  for (auto& m : maps) m = to_4d(m, FeatureLayout::ChannelsLast);
+  return maps;
+}
+}  // namespace
+
 std::vector<at::Tensor> FeaturePyramidNetworkImpl::forward(const std::vector<at::Tensor>& x) {
-  auto results = features(x);
-  for (auto& r : results) r = to_4d(r, FeatureLayout::ChannelsLast);
-  return results;
+  return channels_last_4d(features(x));
 }
 
 std::vector<at::Tensor> FeaturePyramidNetworkImpl::features(const std::vector<at::Tensor>& x) {
@@ -72,9 +78,7 @@ BackboneWithFPNImpl::BackboneWithFPNImpl(int depth, NormSpec body_norm, bool fpn
 }
 
 std::vector<at::Tensor> BackboneWithFPNImpl::forward(const at::Tensor& images) {
-  auto results = features(images);
-  for (auto& r : results) r = to_4d(r, FeatureLayout::ChannelsLast);
-  return results;
+  return channels_last_4d(features(images));
 }
 
 std::vector<at::Tensor> BackboneWithFPNImpl::features(const at::Tensor& images) {

@@ -89,6 +89,28 @@ bool bilinear_sample(int64_t height, int64_t width, T y, T x, int64_t& y_low, in
   return true;
 }
 
+// One RoI's bilinear samples, [bin][grid position], shared by all channels:
+// positions (y * width + x) and weights of the four taps; a sample outside the
+// map stays all-zero (zero weights on position 0).
+template <typename T>
+void fill_samples(const RoiGeometry<T>& g, int64_t height, int64_t width, int64_t pooled_height,
+                  int64_t pooled_width, std::vector<Sample<T>>& samples) {
+  samples.assign(pooled_height * pooled_width * g.grid_h * g.grid_w, Sample<T>{});
+  int64_t idx = 0;
+  for (int64_t ph = 0; ph < pooled_height; ++ph)
+    for (int64_t pw = 0; pw < pooled_width; ++pw)
+      for (int64_t iy = 0; iy < g.grid_h; ++iy) {
+        const T yy = sample_coord<T>(g.start_h, ph, g.bin_h, iy, g.grid_h);
+        for (int64_t ix = 0; ix < g.grid_w; ++ix, ++idx) {
+          const T xx = sample_coord<T>(g.start_w, pw, g.bin_w, ix, g.grid_w);
+          int64_t yl, xl, yh, xh;
+          T w1, w2, w3, w4;
+          if (bilinear_sample<T>(height, width, yy, xx, yl, xl, yh, xh, w1, w2, w3, w4))
+            samples[idx] = {yl * width + xl, yl * width + xh, yh * width + xl, yh * width + xh, w1, w2, w3, w4};
+        }
+      }
+}
+
 template <typename T>
 void roi_align_forward_impl(const T* input, const T* rois, int64_t num_rois, int64_t channels,
                             int64_t height, int64_t width, T spatial_scale, int64_t pooled_height,
@@ -99,24 +121,7 @@ void roi_align_forward_impl(const T* input, const T* rois, int64_t num_rois, int
       auto g = roi_geometry<T>(rois + n * 5, spatial_scale, pooled_height, pooled_width,
                                sampling_ratio, aligned);
       const T count = std::max<int64_t>(g.grid_h * g.grid_w, 1);
-      // Sample positions and weights are shared by all channels: compute once.
-      samples.assign(pooled_height * pooled_width * g.grid_h * g.grid_w, Sample<T>{});
-      int64_t idx = 0;
-      for (int64_t ph = 0; ph < pooled_height; ++ph)
-        for (int64_t pw = 0; pw < pooled_width; ++pw)
-          for (int64_t iy = 0; iy < g.grid_h; ++iy) {
-            const T yy = sample_coord<T>(g.start_h, ph, g.bin_h, iy, g.grid_h);
-            for (int64_t ix = 0; ix < g.grid_w; ++ix) {
-              const T xx = sample_coord<T>(g.start_w, pw, g.bin_w, ix, g.grid_w);
-              int64_t yl, xl, yh, xh;
-              T w1, w2, w3, w4;
-              Sample<T>& s = samples[idx++];
-              if (!bilinear_sample<T>(height, width, yy, xx, yl, xl, yh, xh, w1, w2, w3, w4))
-                continue;  // stays all-zero
-              s = {yl * width + xl, yl * width + xh, yh * width + xl, yh * width + xh,
-                   w1, w2, w3, w4};
-            }
-          }
+      fill_samples<T>(g, height, width, pooled_height, pooled_width, samples);  // once for all channels
       for (int64_t c = 0; c < channels; ++c) {
         const T* data = input + (g.batch * channels + c) * height * width;
         T* out = output + (n * channels + c) * pooled_height * pooled_width;
@@ -198,20 +203,7 @@ void pool_roi_blocked16(const float* image, int64_t blocks, int64_t height, int6
   constexpr int64_t kBlock = 16;
   const int64_t bins = pooled_height * pooled_width, grid = g.grid_h * g.grid_w;
   const float count = static_cast<float>(std::max<int64_t>(grid, 1));
-  samples.assign(bins * grid, Sample<float>{});  // outside the map: zero weights on position 0
-  int64_t idx = 0;
-  for (int64_t ph = 0; ph < pooled_height; ++ph)
-    for (int64_t pw = 0; pw < pooled_width; ++pw)
-      for (int64_t iy = 0; iy < g.grid_h; ++iy) {
-        const float yy = sample_coord<float>(g.start_h, ph, g.bin_h, iy, g.grid_h);
-        for (int64_t ix = 0; ix < g.grid_w; ++ix, ++idx) {
-          const float xx = sample_coord<float>(g.start_w, pw, g.bin_w, ix, g.grid_w);
-          int64_t yl = 0, xl = 0, yh = 0, xh = 0;
-          float w1 = 0, w2 = 0, w3 = 0, w4 = 0;
-          if (bilinear_sample<float>(height, width, yy, xx, yl, xl, yh, xh, w1, w2, w3, w4))
-            samples[idx] = {yl * width + xl, yl * width + xh, yh * width + xl, yh * width + xh, w1, w2, w3, w4};
-        }
-      }
+  fill_samples<float>(g, height, width, pooled_height, pooled_width, samples);
   for (int64_t b = 0; b < blocks; ++b) {
     const float* plane = image + b * height * width * kBlock;
     float* o = out + b * kBlock * bins;

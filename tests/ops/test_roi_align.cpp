@@ -320,7 +320,8 @@ TEST(RoiAlignGradcheck, FiniteDifferencesFloat64) {
 
 
 
-// MultiScaleRoIAlign's one-pass CPU forward (each RoI from its own level)
+// MultiScaleRoIAlign's one-pass CPU forward (each RoI from its own level,
+// pooled in an order of its own for locality, written to its own row)
 // against ops::roi_align level by level, which the parity tests above hold to
 // torchvision: the same arithmetic, so equal to float rounding.
 TEST(RoiAlignLevels, EachRoiPooledFromItsLevelAsRoiAlignDoes) {
@@ -337,6 +338,9 @@ TEST(RoiAlignLevels, EachRoiPooledFromItsLevelAsRoiAlignDoes) {
   auto wh = at::rand({k, 2}) * 120;
   auto rois = at::cat({at::randint(0, 2, {k, 1}).to(at::kFloat), xy, xy + wh}, 1);
   rois.index_put_({0, at::indexing::Slice(1, 5)}, at::tensor({5.f, 5.f, 5.f, 5.f}));  // zero extent
+  // Far outside the map both ways: the pooling order's tile key must not overflow.
+  rois.index_put_({1, at::indexing::Slice(1, 5)}, at::tensor({-3e9f, -3e9f, -1e9f, -1e9f}));
+  rois.index_put_({2, at::indexing::Slice(1, 5)}, at::tensor({1e9f, 1e9f, 3e9f, 3e9f}));
   auto levels = at::randint(0, 4, {k}, at::kLong);
   auto out = maskrcnn::ops::detail::roi_align_levels_forward_cpu(maps, rois, levels, scales, 7, 7, 2, false);
   ASSERT_EQ(out.sizes(), (std::vector<int64_t>{k, 32, 7, 7}));

@@ -221,6 +221,27 @@ void pool_roi_blocked16(const float* image, int64_t blocks, int64_t height, int6
   }
 }
 
+// The order to pool RoIs in: by level, image and 128x128-pixel tile of the
+// box's centre. Proposals overlap heavily, so RoIs pooled one after the other
+// then read the same cache lines; in score order nearly every tap missed the
+// caches (1000 box RoIs on 2 threads: ~56 -> ~31 ms). Outputs keep their rows.
+std::vector<int64_t> locality_order(const float* rois, const int64_t* levels, int64_t num_rois) {
+  const auto field = [](double v, double unit) -> uint64_t {  // NaN or out of range: 0
+    const double t = v / unit;
+    return t >= 0 && t < 65535 ? static_cast<uint64_t>(t) : 0;
+  };
+  std::vector<uint64_t> keys(num_rois);
+  for (int64_t n = 0; n < num_rois; ++n) {
+    const float* r = rois + n * 5;  // batch index, x1, y1, x2, y2
+    keys[n] = field(static_cast<double>(levels[n]), 1) << 48 | field(r[0], 1) << 32 |
+              field(static_cast<double>(r[2]) + r[4], 256) << 16 | field(static_cast<double>(r[1]) + r[3], 256);
+  }
+  std::vector<int64_t> order(num_rois);
+  for (int64_t n = 0; n < num_rois; ++n) order[n] = n;
+  std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return keys[a] < keys[b]; });
+  return order;
+}
+
 // Each RoI from its own level, its bins gathered as [bin][channel] and
 // transposed once into [channel][bin] (channels-last levels), or pooled block
 // by block (blocked levels).
@@ -230,10 +251,12 @@ void roi_align_levels_forward_impl(const std::vector<const float*>& inputs, cons
                                    int64_t num_rois, int64_t channels, int64_t pooled_height, int64_t pooled_width,
                                    int64_t sampling_ratio, bool aligned, float* output) {
   const int64_t bins = pooled_height * pooled_width;
+  const std::vector<int64_t> order = locality_order(rois, levels, num_rois);
   at::parallel_for(0, num_rois, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> pooled;
     std::vector<Sample<float>> samples;
-    for (int64_t n = begin; n < end; ++n) {
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t n = order[i];
       const int64_t l = levels[n];
       auto g = roi_geometry<float>(rois + n * 5, scales[l], pooled_height, pooled_width, sampling_ratio, aligned);
       const float* image = inputs[l] + g.batch * heights[l] * widths[l] * channels;

@@ -65,6 +65,7 @@ MaskHeadImpl::MaskHeadImpl(int64_t in_channels, bool batch_norm) {
     // Blocked between the layers; the last channels-last, so that
     // forward_selected's rows [(n, i, j), c] are a view, not a copy.
     convs_.back()->set_output_layout(i < 3 ? FeatureLayout::Blocked16 : FeatureLayout::ChannelsLast);
+    convs_.back()->set_only_convs_read(i < 3);
     c = 256;
   }
   init_kaiming_fan_out(*this);

@@ -172,12 +172,13 @@ std::pair<at::Tensor, at::Tensor> InferenceConv::folded(const torch::nn::Conv2dI
 
 std::shared_ptr<const ops::DnnlConv2d> InferenceConv::primitive(const torch::nn::Conv2dImpl& conv,
                                                                 const BatchNorm2dImpl* bn, const at::Tensor& x,
-                                                                bool relu, bool residual, bool bf16, bool winograd) {
+                                                                bool relu, bool residual, bool bf16, bool winograd,
+                                                                bool bf16_output) {
 #ifdef MASKRCNN_HAVE_DNNL
   // oneDNN fixes a primitive's thread count when it is built.
   const int64_t channels = map_channels(x);
   const std::vector<int64_t> key{x.size(0), channels, x.size(2), x.size(3), at::get_num_threads(), relu, residual,
-                                 bf16, winograd, static_cast<int64_t>(winograd_scratchpad_budget())};
+                                 bf16, winograd, static_cast<int64_t>(winograd_scratchpad_budget()), bf16_output};
   for (auto it = primitives_.begin(); it != primitives_.end(); ++it) {
     if (it->key != key) continue;
     primitives_.splice(primitives_.begin(), primitives_, it);
@@ -191,6 +192,7 @@ std::shared_ptr<const ops::DnnlConv2d> InferenceConv::primitive(const torch::nn:
     o.dilation = conv.options.dilation()->at(0);
     o.winograd = winograd && !bf16;  // oneDNN has no bf16 Winograd
     o.bf16 = bf16;
+    o.bf16_output = bf16 && bf16_output && !residual;
     o.relu = relu;
     o.residual = residual;
     o.scratchpad_budget = winograd_scratchpad_budget();
@@ -211,29 +213,37 @@ std::shared_ptr<const ops::DnnlConv2d> InferenceConv::primitive(const torch::nn:
   if (made) weight_ = bias_ = at::Tensor();  // packed inside the primitive; folded again if needed
   return made;
 #else
-  (void)conv, (void)bn, (void)x, (void)relu, (void)residual, (void)bf16, (void)winograd;
+  (void)conv, (void)bn, (void)x, (void)relu, (void)residual, (void)bf16, (void)winograd, (void)bf16_output;
   return nullptr;
 #endif
 }
 
 at::Tensor InferenceConv::operator()(const torch::nn::Conv2dImpl& conv, const BatchNorm2dImpl* bn,
                                      const at::Tensor& x, bool relu, const at::Tensor& residual,
-                                     FeatureLayout out) {
-  auto y = compute(conv, bn, x, relu, residual, out);
+                                     FeatureLayout out, bool only_convs_read) {
+  auto y = compute(conv, bn, x, relu, residual, out, only_convs_read);
   add_conv_flops(y, conv.weight);
   return y;
 }
 
 at::Tensor InferenceConv::compute(const torch::nn::Conv2dImpl& conv, const BatchNorm2dImpl* bn,
-                                  const at::Tensor& x, bool relu, const at::Tensor& residual,
-                                  FeatureLayout out) {
+                                  const at::Tensor& x_in, bool relu, const at::Tensor& residual,
+                                  FeatureLayout out, bool only_convs_read) {
+  const auto& opt = conv.options;
+  // oneDNN is called with one stride, dilation and padding for both axes.
+  const auto* padding = explicit_padding(opt);
+  const bool square = padding != nullptr && opt.groups() == 1 && (*padding)->at(0) == (*padding)->at(1) &&
+                      opt.stride()->at(0) == opt.stride()->at(1) && opt.dilation()->at(0) == opt.dilation()->at(1);
+  const bool bf16 = square && allow_bf16_ && inference_precision() == Precision::BF16;
+  // A bf16 map (only_convs_read's output below) goes to bf16 convolutions;
+  // anything else reads its float values.
+  const at::Tensor x = x_in.scalar_type() == at::kBFloat16 && !bf16 ? x_in.to(at::kFloat) : x_in;
   // Blocked maps come from the oneDNN path below; the other paths take x and
   // residual as 4-D tensors (to_4d).
-  const bool onednn_input = x.device().is_cpu() && x.scalar_type() == at::kFloat && x.numel() > 0 &&
-                            (x.dim() == 4 || is_blocked(x));
-  const auto& opt = conv.options;
+  const bool onednn_input = x.device().is_cpu() &&
+                            (x.scalar_type() == at::kFloat || x.scalar_type() == at::kBFloat16) &&
+                            x.numel() > 0 && (x.dim() == 4 || is_blocked(x));
   // Zero padding given as numbers: every layer here.
-  const auto* padding = explicit_padding(opt);
   const bool bn_is_affine = !bn || bn->frozen() || !bn->is_training();
   // Frozen layers in training (the stem and layer1 by default) need no graph:
   // nothing they read requires a gradient, so they take the inference path.
@@ -280,12 +290,8 @@ at::Tensor InferenceConv::compute(const torch::nn::Conv2dImpl& conv, const Batch
     if (residual.defined()) y = y + to_4d(residual);
     return relu ? at::relu(y) : y;
   }
-  // oneDNN is called with one stride, dilation and padding for both axes.
-  const bool square = opt.groups() == 1 && (*padding)->at(0) == (*padding)->at(1) &&
-                      opt.stride()->at(0) == opt.stride()->at(1) && opt.dilation()->at(0) == opt.dilation()->at(1);
   const bool winograd_shape = square && opt.kernel_size()->at(0) == 3 && opt.kernel_size()->at(1) == 3 &&
                               opt.stride()->at(0) == 1 && opt.dilation()->at(0) == 1;
-  const bool bf16 = square && allow_bf16_ && inference_precision() == Precision::BF16;
   std::shared_ptr<const ops::DnnlConv2d> fast;
   at::Tensor weight, bias;
   {
@@ -296,7 +302,7 @@ at::Tensor InferenceConv::compute(const torch::nn::Conv2dImpl& conv, const Batch
     // reorders the weights per call and adds and clamps in passes of their own.
     if (square && onednn_input && (!residual.defined() || residual.scalar_type() == at::kFloat))
       fast = primitive(conv, bn, x, relu, residual.defined(), bf16,
-                       winograd_shape && conv_algorithm() == ConvAlgorithm::Winograd);
+                       winograd_shape && conv_algorithm() == ConvAlgorithm::Winograd, only_convs_read);
     if (!fast) std::tie(weight, bias) = folded(conv, bn);
   }
 #ifdef MASKRCNN_HAVE_DNNL
@@ -311,7 +317,7 @@ at::Tensor InferenceConv::compute(const torch::nn::Conv2dImpl& conv, const Batch
 #else
   (void)out;
 #endif
-  auto y = at::conv2d(to_4d(x), weight, bias, *opt.stride(), **padding, *opt.dilation(), opt.groups());
+  auto y = at::conv2d(to_4d(x).to(at::kFloat), weight, bias, *opt.stride(), **padding, *opt.dilation(), opt.groups());
   if (residual.defined()) y.add_(to_4d(residual));
   return relu ? y.relu_() : y;
 }

@@ -70,9 +70,13 @@ class InferenceConv {
   // relu(bn(conv(x)) + residual); bn and residual optional. x and residual
   // in any FeatureLayout; the result in `out` where oneDNN computes it
   // (blocked only for a multiple of 16 channels), else NCHW.
+  // only_convs_read: the result goes to other InferenceConvs only. Under bf16
+  // precision it is then stored in bf16, which is what the next bf16
+  // convolution would round it to: the same values, half the bytes, and no
+  // f32 -> bf16 reorder before that convolution.
   at::Tensor operator()(const torch::nn::Conv2dImpl& conv, const BatchNorm2dImpl* bn,
                         const at::Tensor& x, bool relu, const at::Tensor& residual = {},
-                        FeatureLayout out = FeatureLayout::NCHW);
+                        FeatureLayout out = FeatureLayout::NCHW, bool only_convs_read = false);
   // How many calls oneDNN served (Winograd, or bf16); the rest ran LibTorch's convolution.
   int64_t onednn_calls() const { return onednn_calls_; }
   // How many oneDNN primitive runs those took (more than the calls where a
@@ -82,7 +86,7 @@ class InferenceConv {
  private:
   struct Primitive;
   at::Tensor compute(const torch::nn::Conv2dImpl& conv, const BatchNorm2dImpl* bn, const at::Tensor& x,
-                     bool relu, const at::Tensor& residual, FeatureLayout out);
+                     bool relu, const at::Tensor& residual, FeatureLayout out, bool only_convs_read);
   // Drops the cached derivatives when a parameter's version moved.
   void refresh(const torch::nn::Conv2dImpl& conv, const BatchNorm2dImpl* bn);
   // The folded (weight, bias) for the current parameter versions. Not kept
@@ -91,7 +95,7 @@ class InferenceConv {
   std::pair<at::Tensor, at::Tensor> folded(const torch::nn::Conv2dImpl& conv, const BatchNorm2dImpl* bn);
   std::shared_ptr<const ops::DnnlConv2d> primitive(const torch::nn::Conv2dImpl& conv, const BatchNorm2dImpl* bn,
                                                    const at::Tensor& x, bool relu, bool residual, bool bf16,
-                                                   bool winograd);
+                                                   bool winograd, bool bf16_output);
 
   bool allow_bf16_;
   std::mutex mutex_;

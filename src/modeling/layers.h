@@ -50,6 +50,9 @@ class ConvNormActImpl : public torch::nn::Module {
   // The layout of the output where oneDNN computes it (NCHW by default;
   // a layer whose readers all take other layouts asks for those).
   void set_output_layout(FeatureLayout layout) { layout_ = layout; }
+  // Only other ConvNormActs read the output: under bf16 precision it may be
+  // stored in bf16 (InferenceConv's only_convs_read).
+  void set_only_convs_read(bool only) { only_convs_read_ = only; }
 
   torch::nn::Conv2d conv{nullptr};
   BatchNorm2d norm{nullptr};
@@ -57,6 +60,7 @@ class ConvNormActImpl : public torch::nn::Module {
  private:
   bool relu_;
   FeatureLayout layout_ = FeatureLayout::NCHW;
+  bool only_convs_read_ = false;
   std::unique_ptr<InferenceConv> run_;  // batch norm folded, Winograd (inference_conv.h)
 };
 TORCH_MODULE(ConvNormAct);

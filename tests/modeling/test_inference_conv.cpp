@@ -11,6 +11,7 @@
 #include <torch/nn/modules/conv.h>
 
 #include "maskrcnn/model.h"
+#include "modeling/feature_layout.h"
 #include "modeling/inference_conv.h"
 #include "modeling/layers.h"
 
@@ -247,6 +248,51 @@ TEST_F(InferenceConvTest, Bf16ConvolutionsStayWithinBf16Rounding) {
     EXPECT_EQ(run.onednn_calls(), on ? 1 : 0);
   }
   maskrcnn::set_inference_precision(maskrcnn::Precision::F32);
+}
+
+// only_convs_read under bf16: the map is stored in bf16 with exactly the
+// values the next bf16 convolution would round the f32 map to, and that
+// convolution reads it as it reads the f32 one. Where the result is read by
+// anything else (f32 precision, NCHW fallbacks) it stays or becomes float.
+TEST_F(InferenceConvTest, Bf16InnerMapsHoldWhatTheNextConvolutionReads) {
+  using maskrcnn::modeling::FeatureLayout;
+  Layer first(32, 48, 1, 1, true), second(48, 64, 3, 1, true), strided(48, 32, 3, 2, true);
+  auto x = at::randn({2, 32, 23, 17});
+  c10::InferenceMode guard;
+  maskrcnn::set_inference_precision(maskrcnn::Precision::BF16);
+  if (maskrcnn::inference_precision() != maskrcnn::Precision::BF16) {
+    // No bf16 here: the flag changes nothing.
+    InferenceConv run;
+    auto y = run(*first.conv, first.bn.get(), x, true, {}, FeatureLayout::Blocked16, true);
+    EXPECT_EQ(y.scalar_type(), at::kFloat);
+    return;
+  }
+  InferenceConv run_f32, run_bf16, next, next_strided;
+  for (auto layout : {FeatureLayout::Blocked16, FeatureLayout::ChannelsLast, FeatureLayout::NCHW}) {
+    auto y32 = run_f32(*first.conv, first.bn.get(), x, true, {}, layout);
+    auto y16 = run_bf16(*first.conv, first.bn.get(), x, true, {}, layout, /*only_convs_read=*/true);
+    ASSERT_EQ(y32.scalar_type(), at::kFloat);
+    ASSERT_EQ(y16.scalar_type(), at::kBFloat16) << static_cast<int>(layout);
+    ASSERT_EQ(y16.sizes(), y32.sizes());
+    // Round to nearest even, as the reorder into the next convolution does.
+    EXPECT_TRUE(at::equal(y16, y32.to(at::kBFloat16))) << static_cast<int>(layout);
+    // The next convolutions (the same primitives for either input) give the same outputs.
+    for (auto* l : {&second, &strided}) {
+      auto& run_next = l == &second ? next : next_strided;
+      auto from32 = run_next(*l->conv, l->bn.get(), y32, true, {}, FeatureLayout::Blocked16);
+      auto from16 = run_next(*l->conv, l->bn.get(), y16, true, {}, FeatureLayout::Blocked16);
+      EXPECT_EQ(from16.scalar_type(), at::kFloat);
+      EXPECT_TRUE(at::equal(from16, from32)) << static_cast<int>(layout);
+    }
+  }
+  // Back in f32, a bf16 map is read as floats (LibTorch or f32 oneDNN alike).
+  auto y16 = run_bf16(*first.conv, first.bn.get(), x, true, {}, FeatureLayout::Blocked16, true);
+  maskrcnn::set_inference_precision(maskrcnn::Precision::F32);
+  InferenceConv later;
+  auto z = later(*second.conv, second.bn.get(), y16, true, {}, FeatureLayout::NCHW, true);
+  EXPECT_EQ(z.scalar_type(), at::kFloat);
+  auto ref = second.reference(maskrcnn::modeling::to_4d(y16).to(at::kFloat), true);
+  EXPECT_LT(max_rel_diff(z, ref), 1e-5);
 }
 
 TEST_F(InferenceConvTest, TrainingRunsTheModulesWithGradients) {

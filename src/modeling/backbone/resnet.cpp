@@ -48,15 +48,17 @@ ResNetBlockImpl::~ResNetBlockImpl() = default;
 at::Tensor ResNetBlockImpl::forward(const at::Tensor& x) {
   // relu(bn(conv(.)) + identity) in one step: the residual add and the ReLU
   // fuse into the last convolution on the inference fast path.
-  // Maps stay in oneDNN's blocked layout between the layers (feature_layout.h).
+  // Maps stay in oneDNN's blocked layout between the layers (feature_layout.h);
+  // under bf16 precision the block's inner maps, which only its convolutions
+  // read, are stored in bf16.
   constexpr auto blocked = FeatureLayout::Blocked16;
   at::Tensor identity = x;
   if (downsample)
     identity = (*run_downsample_)(*downsample[0]->as<torch::nn::Conv2dImpl>(),
                                   downsample[1]->as<BatchNorm2dImpl>(), x, /*relu=*/false, {}, blocked);
-  auto out = (*run1_)(*conv1, bn1.get(), x, /*relu=*/true, {}, blocked);
+  auto out = (*run1_)(*conv1, bn1.get(), x, /*relu=*/true, {}, blocked, /*only_convs_read=*/true);
   if (bottleneck_) {
-    out = (*run2_)(*conv2, bn2.get(), out, /*relu=*/true, {}, blocked);
+    out = (*run2_)(*conv2, bn2.get(), out, /*relu=*/true, {}, blocked, /*only_convs_read=*/true);
     return (*run3_)(*conv3, bn3.get(), out, /*relu=*/true, identity, blocked);
   }
   return (*run2_)(*conv2, bn2.get(), out, /*relu=*/true, identity, blocked);

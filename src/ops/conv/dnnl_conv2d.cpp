@@ -41,8 +41,9 @@ MapLayout layout_of(const at::Tensor& x) {
 // float map of full shape `full` in `layout`; parts of a split convolution
 // read and write such windows in place, the pointer moved to their first
 // element (see element_offset).
-dnnl::memory::desc window(const dnnl::memory::dims& dims, const std::array<int64_t, 4>& full, MapLayout layout) {
-  const dnnl::memory::desc whole({full[0], full[1], full[2], full[3]}, dt::f32, tag_of(layout));
+dnnl::memory::desc window(const dnnl::memory::dims& dims, const std::array<int64_t, 4>& full, MapLayout layout,
+                          dt type = dt::f32) {
+  const dnnl::memory::desc whole({full[0], full[1], full[2], full[3]}, type, tag_of(layout));
   return dims == whole.dims() ? whole : whole.submemory_desc(dims, {0, 0, 0, 0});
 }
 
@@ -82,9 +83,9 @@ struct DnnlConv2d::State {
   size_t scratchpad = 0;
   std::string impl;
   // Reorders between the primitives' layouts and the maps' windows, made on
-  // first use for each (kernel, role, map layout).
+  // first use for each (kernel, role, map layout, map data type).
   std::mutex reorders_mutex;
-  std::map<std::tuple<size_t, int, int>, dnnl::reorder> reorders;
+  std::map<std::tuple<size_t, int, int, int>, dnnl::reorder> reorders;
   dnnl::reorder reorder(size_t kernel, int role, MapLayout layout, const dnnl::memory::desc& from,
                         const dnnl::memory::desc& to);
 };
@@ -92,7 +93,8 @@ struct DnnlConv2d::State {
 dnnl::reorder DnnlConv2d::State::reorder(size_t kernel, int role, MapLayout layout, const dnnl::memory::desc& from,
                                          const dnnl::memory::desc& to) {
   std::lock_guard<std::mutex> lock(reorders_mutex);
-  const auto key = std::make_tuple(kernel, role, static_cast<int>(layout));
+  const auto key = std::make_tuple(kernel, role, static_cast<int>(layout),
+                                   static_cast<int>(role == 2 ? to.data_type() : from.data_type()));
   auto it = reorders.find(key);
   if (it == reorders.end())
     it = reorders
@@ -112,6 +114,7 @@ DnnlConv2d::DnnlConv2d(const at::Tensor& weight, const at::Tensor& bias,
   TORCH_CHECK(weight.dim() == 4 && weight.is_cpu() && weight.size(1) == IC &&
                   (!bias.defined() || (bias.is_cpu() && bias.numel() == weight.size(0))),
               "DnnlConv2d: weight [OC, IC, KH, KW] and bias [OC] on the CPU, IC matching the input");
+  TORCH_CHECK(!o.bf16_output || (o.bf16 && !o.residual), "DnnlConv2d: bf16 output only from bf16 compute, without a residual");
   const int64_t OC = weight.size(0), KH = weight.size(2), KW = weight.size(3);
   const int64_t OH = (H + 2 * o.padding - o.dilation * (KH - 1) - 1) / o.stride + 1;
   const int64_t OW = (W + 2 * o.padding - o.dilation * (KW - 1) - 1) / o.stride + 1;
@@ -143,7 +146,7 @@ DnnlConv2d::DnnlConv2d(const at::Tensor& weight, const at::Tensor& bias,
     auto make_pd = [&](int64_t nb, int64_t in_rows, int64_t out_rows, int64_t pad_t, int64_t pad_b) {
       auto make = [&](tag src_tag, tag dst_tag) {
         const dnnl::memory::desc src({nb, IC, in_rows, W}, compute, src_tag),
-            dst({nb, OC, out_rows, OW}, dt::f32, dst_tag);
+            dst({nb, OC, out_rows, OW}, o.bf16_output ? dt::bf16 : dt::f32, dst_tag);
         const dnnl::memory::dims pad_l{pad_t, o.padding}, pad_r{pad_b, o.padding};
         auto desc = s.has_bias ? dnnl::convolution_forward::desc(prop, algorithm, src, weights_any, bias_md,
                                                                  dst, strides, dilation, pad_l, pad_r)
@@ -253,7 +256,9 @@ at::Tensor DnnlConv2d::forward(const at::Tensor& x_in, const at::Tensor& residua
   const MapLayout in_layout = layout_of(x_in);
   const at::Tensor x = in_layout == MapLayout::NCHW ? x_in.contiguous() : x_in;
   const auto channels = [](const at::Tensor& t) { return t.dim() == 5 ? t.size(1) * 16 : t.size(1); };
-  TORCH_CHECK(x.scalar_type() == at::kFloat && x.size(0) == s.in_shape[0] && channels(x) == s.in_shape[1] &&
+  // bf16 maps (another convolution's bf16 output) go to bf16 convolutions only.
+  const bool x_bf16 = x.scalar_type() == at::kBFloat16;
+  TORCH_CHECK((x.scalar_type() == at::kFloat || (x_bf16 && s.options.bf16)) && x.size(0) == s.in_shape[0] && channels(x) == s.in_shape[1] &&
                   x.size(2) == s.in_shape[2] && x.size(3) == s.in_shape[3],
               "DnnlConv2d: input of another shape than built for");
   TORCH_CHECK(s.options.residual == residual_in.defined(), "DnnlConv2d: residual iff built with one");
@@ -271,16 +276,18 @@ at::Tensor DnnlConv2d::forward(const at::Tensor& x_in, const at::Tensor& residua
   auto& engine = cpu_engine();
   auto& stream = thread_stream();
   try {
-    at::Tensor out = out_layout == MapLayout::Blocked16 ? at::empty({N, OC / 16, OH, OW, 16}, at::kFloat)
+    const auto out_type = s.options.bf16_output ? at::kBFloat16 : at::kFloat;
+    const dt x_dt = x_bf16 ? dt::bf16 : dt::f32, out_dt = s.options.bf16_output ? dt::bf16 : dt::f32;
+    at::Tensor out = out_layout == MapLayout::Blocked16 ? at::empty({N, OC / 16, OH, OW, 16}, out_type)
                      : out_layout == MapLayout::NHWC
-                         ? at::empty({N, OC, OH, OW}, at::TensorOptions(at::kFloat).memory_format(at::MemoryFormat::ChannelsLast))
-                         : at::empty({N, OC, OH, OW}, at::kFloat);
+                         ? at::empty({N, OC, OH, OW}, at::TensorOptions(out_type).memory_format(at::MemoryFormat::ChannelsLast))
+                         : at::empty({N, OC, OH, OW}, out_type);
     // Windows of the maps in their own layouts, per kernel.
     std::vector<dnnl::memory::desc> src_windows, dst_windows, r_windows;
     bool any_direct_dst = false;
     for (const auto& k : s.kernels) {
-      src_windows.push_back(window(k.src_md.dims(), s.in_shape, in_layout));
-      dst_windows.push_back(window(k.dst_md.dims(), s.out_shape, out_layout));
+      src_windows.push_back(window(k.src_md.dims(), s.in_shape, in_layout, x_dt));
+      dst_windows.push_back(window(k.dst_md.dims(), s.out_shape, out_layout, out_dt));
       if (s.options.residual) r_windows.push_back(window(k.dst_md.dims(), s.out_shape, r_layout));
       any_direct_dst |= k.dst_md == dst_windows.back();
     }
@@ -295,14 +302,17 @@ at::Tensor DnnlConv2d::forward(const at::Tensor& x_in, const at::Tensor& residua
     }
     // The scratchpad budget keeps it to ~192 MB.
     dnnl::memory scratch = dnnl_common::thread_scratchpad(s.scratchpad);
-    float* x_data = x.data_ptr<float>();
-    float* out_data = out.data_ptr<float>();
+    auto* x_data = static_cast<char*>(x.data_ptr());
+    auto* out_data = static_cast<char*>(out.data_ptr());
+    const int64_t x_size = x.element_size(), out_size = out.element_size();
     for (const auto& part : s.parts) {
       const ConvKernel& k = s.kernels[part.kernel];
       const auto& src_window = src_windows[part.kernel];
       const auto& dst_window = dst_windows[part.kernel];
-      dnnl::memory src_view(src_window, engine, x_data + element_offset(s.in_shape, in_layout, part.b0, part.in_r0));
-      dnnl::memory dst_view(dst_window, engine, out_data + element_offset(s.out_shape, out_layout, part.b0, part.r0));
+      dnnl::memory src_view(src_window, engine,
+                            x_data + x_size * element_offset(s.in_shape, in_layout, part.b0, part.in_r0));
+      dnnl::memory dst_view(dst_window, engine,
+                            out_data + out_size * element_offset(s.out_shape, out_layout, part.b0, part.r0));
       std::optional<Buffer> src_buffer, dst_buffer;
       if (k.src_md != src_window) {
         src_buffer.emplace(k.src_md);

@@ -27,6 +27,10 @@ struct DnnlConvOptions {
   int64_t stride = 1, padding = 0, dilation = 1;
   bool winograd = false;  // else direct
   bool bf16 = false;      // bf16 src and weights, f32 accumulation and output
+  // With bf16: the output stored in bf16 (rounded to nearest even, as the
+  // next bf16 convolution would round an f32 one), for maps only bf16
+  // convolutions read. No residual.
+  bool bf16_output = false;
   bool relu = false;      // fused, after the residual add
   bool residual = false;  // forward() adds a residual of the output's shape
   // Winograd's scratchpad holds every tile transformed: ~280 MB for a
@@ -55,12 +59,13 @@ class DnnlConv2d {
   DnnlConv2d(const DnnlConv2d&) = delete;
   DnnlConv2d& operator=(const DnnlConv2d&) = delete;
 
-  // x: a float map of in_shape, residual: one of the output's shape (only
-  // with options.residual), each in any MapLayout (a 5-D [N, C/16, H, W, 16]
-  // tensor is Blocked16, a channels-last 4-D one NHWC). Returns a float map
-  // in `out_layout` (NCHW where Blocked16 is asked for fewer than a multiple
-  // of 16 output channels). A map in the primitive's own layout (Blocked16
-  // for most) is read and written in place, without a reorder.
+  // x: a float map of in_shape (or bf16 with options.bf16), residual: one
+  // of the output's shape (only with options.residual), each in any
+  // MapLayout (a 5-D [N, C/16, H, W, 16] tensor is Blocked16, a channels-last
+  // 4-D one NHWC). Returns a float map (bf16 with options.bf16_output) in
+  // `out_layout` (NCHW where Blocked16 is asked for fewer than a multiple of
+  // 16 output channels). A map in the primitive's own layout (Blocked16 for
+  // most) is read and written in place, without a reorder.
   at::Tensor forward(const at::Tensor& x, const at::Tensor& residual = {},
                      MapLayout out_layout = MapLayout::NCHW) const;
   // oneDNN's name for the implementation it chose, e.g. "jit_wino_4x3:avx512_core".

@@ -6,6 +6,10 @@ namespace maskrcnn::modeling {
 
 bool is_blocked(const at::Tensor& x) { return x.defined() && x.dim() == 5 && x.size(4) == 16; }
 
+bool sole_owner(const at::Tensor& x) {
+  return x.defined() && x.use_count() == 1 && x.has_storage() && x.storage().use_count() == 1;
+}
+
 FeatureLayout layout_of(const at::Tensor& x) {
   if (is_blocked(x)) return FeatureLayout::Blocked16;
   if (x.defined() && x.dim() == 4 && !x.is_contiguous() && x.is_contiguous(at::MemoryFormat::ChannelsLast))

@@ -23,6 +23,9 @@ bool is_blocked(const at::Tensor& x);
 // {N, C, H, W} of a map in any layout.
 int64_t map_channels(const at::Tensor& x);
 std::pair<int64_t, int64_t> map_size(const at::Tensor& x);  // {H, W}
+// Whether `x` is the only handle on its memory (no other tensor, view or
+// caller holds it), so that overwriting it cannot be seen elsewhere.
+bool sole_owner(const at::Tensor& x);
 // A 4-D tensor of the map's values: blocked maps converted to `layout`
 // (NCHW or ChannelsLast), 4-D ones returned as they are.
 at::Tensor to_4d(const at::Tensor& x, FeatureLayout layout = FeatureLayout::NCHW);

@@ -220,15 +220,15 @@ std::shared_ptr<const ops::DnnlConv2d> InferenceConv::primitive(const torch::nn:
 
 at::Tensor InferenceConv::operator()(const torch::nn::Conv2dImpl& conv, const BatchNorm2dImpl* bn,
                                      const at::Tensor& x, bool relu, const at::Tensor& residual,
-                                     FeatureLayout out, bool only_convs_read) {
-  auto y = compute(conv, bn, x, relu, residual, out, only_convs_read);
+                                     FeatureLayout out, bool only_convs_read, bool residual_writable) {
+  auto y = compute(conv, bn, x, relu, residual, out, only_convs_read, residual_writable);
   add_conv_flops(y, conv.weight);
   return y;
 }
 
 at::Tensor InferenceConv::compute(const torch::nn::Conv2dImpl& conv, const BatchNorm2dImpl* bn,
                                   const at::Tensor& x_in, bool relu, const at::Tensor& residual,
-                                  FeatureLayout out, bool only_convs_read) {
+                                  FeatureLayout out, bool only_convs_read, bool residual_writable) {
   const auto& opt = conv.options;
   // oneDNN is called with one stride, dilation and padding for both axes.
   const auto* padding = explicit_padding(opt);
@@ -312,10 +312,10 @@ at::Tensor InferenceConv::compute(const torch::nn::Conv2dImpl& conv, const Batch
     const auto layout = out == FeatureLayout::Blocked16      ? ops::MapLayout::Blocked16
                         : out == FeatureLayout::ChannelsLast ? ops::MapLayout::NHWC
                                                              : ops::MapLayout::NCHW;
-    return fast->forward(x, residual, layout);
+    return fast->forward(x, residual, layout, residual_writable);
   }
 #else
-  (void)out;
+  (void)out, (void)residual_writable;
 #endif
   auto y = at::conv2d(to_4d(x).to(at::kFloat), weight, bias, *opt.stride(), **padding, *opt.dilation(), opt.groups());
   if (residual.defined()) y.add_(to_4d(residual));

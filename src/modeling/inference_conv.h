@@ -74,9 +74,12 @@ class InferenceConv {
   // precision it is then stored in bf16, which is what the next bf16
   // convolution would round it to: the same values, half the bytes, and no
   // f32 -> bf16 reorder before that convolution.
+  // residual_writable: the caller gives the residual up (nothing reads it
+  // afterwards): the output may be accumulated in its memory.
   at::Tensor operator()(const torch::nn::Conv2dImpl& conv, const BatchNorm2dImpl* bn,
                         const at::Tensor& x, bool relu, const at::Tensor& residual = {},
-                        FeatureLayout out = FeatureLayout::NCHW, bool only_convs_read = false);
+                        FeatureLayout out = FeatureLayout::NCHW, bool only_convs_read = false,
+                        bool residual_writable = false);
   // How many calls oneDNN served (Winograd, or bf16); the rest ran LibTorch's convolution.
   int64_t onednn_calls() const { return onednn_calls_; }
   // How many oneDNN primitive runs those took (more than the calls where a
@@ -86,7 +89,8 @@ class InferenceConv {
  private:
   struct Primitive;
   at::Tensor compute(const torch::nn::Conv2dImpl& conv, const BatchNorm2dImpl* bn, const at::Tensor& x,
-                     bool relu, const at::Tensor& residual, FeatureLayout out, bool only_convs_read);
+                     bool relu, const at::Tensor& residual, FeatureLayout out, bool only_convs_read,
+                     bool residual_writable);
   // Drops the cached derivatives when a parameter's version moved.
   void refresh(const torch::nn::Conv2dImpl& conv, const BatchNorm2dImpl* bn);
   // The folded (weight, bias) for the current parameter versions. Not kept

@@ -55,8 +55,9 @@ ConvNormActImpl::~ConvNormActImpl() = default;
 
 at::Tensor ConvNormActImpl::forward(const at::Tensor& x) { return forward_add(x, {}); }
 
-at::Tensor ConvNormActImpl::forward_add(const at::Tensor& x, const at::Tensor& residual) {
-  return (*run_)(*conv, norm ? norm.get() : nullptr, x, relu_, residual, layout_, only_convs_read_);
+at::Tensor ConvNormActImpl::forward_add(const at::Tensor& x, const at::Tensor& residual, bool residual_writable) {
+  return (*run_)(*conv, norm ? norm.get() : nullptr, x, relu_, residual, layout_, only_convs_read_,
+                 residual_writable);
 }
 
 void init_kaiming_fan_out(torch::nn::Module& m) {

@@ -46,7 +46,9 @@ class ConvNormActImpl : public torch::nn::Module {
   ~ConvNormActImpl() override;
   at::Tensor forward(const at::Tensor& x);
   // relu?(norm(conv(x)) + residual), the add fused where oneDNN runs it.
-  at::Tensor forward_add(const at::Tensor& x, const at::Tensor& residual);
+  // residual_writable: nothing reads the residual afterwards (its memory may
+  // take the output).
+  at::Tensor forward_add(const at::Tensor& x, const at::Tensor& residual, bool residual_writable = false);
   // The layout of the output where oneDNN computes it (NCHW by default;
   // a layer whose readers all take other layouts asks for those).
   void set_output_layout(FeatureLayout layout) { layout_ = layout; }

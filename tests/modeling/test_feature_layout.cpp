@@ -10,6 +10,7 @@
 #include "maskrcnn/model.h"
 #include "modeling/anchor_generator.h"
 #include "modeling/backbone/fpn.h"
+#include "modeling/backbone/resnet.h"
 #include "modeling/feature_layout.h"
 #include "modeling/poolers.h"
 
@@ -91,6 +92,42 @@ TEST(FeatureLayout, BlockedBackboneFeaturesServeAnchorsAndPoolingAsFourDOnes) {
   ASSERT_EQ(from_blocked.sizes(), from_4d.sizes());
   EXPECT_LT((from_blocked - from_4d).abs().max().item<double>(), 1e-6);
   EXPECT_GT(from_4d.abs().sum().item<double>(), 0);
+}
+
+// Inference over the body gives each block's input up, so the residual add
+// accumulates in the input's (or the downsample's) memory; a block's public
+// forward() leaves its input alone, and both give the same maps.
+TEST(FeatureLayout, BlocksGivenTheirInputLeaveOtherMapsAlone) {
+  at::manual_seed(4);
+  torch::NoGradGuard no_grad;
+  ResNetBody body(50, NormSpec{true, 1e-5});
+  body->eval();
+  const auto images = at::randn({1, 3, 64, 96});
+  const auto images_before = images.clone();
+  const auto outs = body->features(images);
+  EXPECT_TRUE(at::equal(images, images_before));
+  // The same maps block by block through forward(), whose inputs stay as they were.
+  auto y = body->features(images);  // deterministic: the same again
+  for (size_t l = 0; l < outs.size(); ++l) EXPECT_TRUE(at::equal(outs[l], y[l])) << "layer " << l;
+  const auto& layer2 = *body->named_children()["layer2"]->as<torch::nn::SequentialImpl>();
+  auto x = outs[0].clone();
+  const auto x_before = x.clone();
+  at::Tensor out = x;
+  for (const auto& block : layer2) out = block.ptr()->as<ResNetBlockImpl>()->forward(out);
+  EXPECT_TRUE(at::equal(x, x_before)) << "forward() wrote into its input";
+  EXPECT_TRUE(at::equal(to_4d(out), to_4d(outs[1])));
+  // forward_consuming on an input someone else still holds does not write it either.
+  auto held = outs[1].clone();
+  const auto held_before = held.clone();
+  const auto& layer3 = *body->named_children()["layer3"]->as<torch::nn::SequentialImpl>();
+  auto second = layer3[1]->as<ResNetBlockImpl>();
+  auto third_in = layer3[0]->as<ResNetBlockImpl>()->forward(held);
+  const auto third_before = third_in.clone();
+  auto a = second->forward_consuming(third_in);  // third_in still held here
+  EXPECT_TRUE(at::equal(third_in, third_before));
+  auto b = second->forward_consuming(std::move(third_in));  // given up: may be written
+  EXPECT_TRUE(at::equal(a, b));
+  EXPECT_TRUE(at::equal(held, held_before));
 }
 
 }  // namespace

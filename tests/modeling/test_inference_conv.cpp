@@ -295,6 +295,34 @@ TEST_F(InferenceConvTest, Bf16InnerMapsHoldWhatTheNextConvolutionReads) {
   EXPECT_LT(max_rel_diff(z, ref), 1e-5);
 }
 
+// residual_writable: the output is accumulated in the residual's memory (and
+// returned) where the residual is a float map in the output's layout; the
+// values are those of the run into a fresh output. Other layouts copy as before.
+TEST_F(InferenceConvTest, ResidualGivenUpTakesTheOutput) {
+  using maskrcnn::modeling::FeatureLayout;
+  using maskrcnn::modeling::to_layout;
+  Layer l(32, 48, 3, 1, true);
+  auto x = at::randn({2, 32, 21, 18});
+  c10::InferenceMode guard;
+  InferenceConv run;
+  for (auto layout : {FeatureLayout::Blocked16, FeatureLayout::ChannelsLast, FeatureLayout::NCHW}) {
+    const auto r4 = at::randn({2, 48, 21, 18});
+    const auto expected = run(*l.conv, l.bn.get(), x, true, to_layout(r4, layout), layout);
+    auto residual = to_layout(r4.clone(), layout);  // (to_layout may return r4 itself)
+    const void* memory = residual.data_ptr();
+    auto y = run(*l.conv, l.bn.get(), x, true, residual, layout, false, /*residual_writable=*/true);
+    EXPECT_TRUE(at::equal(y, expected)) << static_cast<int>(layout);
+    EXPECT_LT(max_rel_diff(maskrcnn::modeling::to_4d(y), l.reference(x, true, r4)), 1e-5);
+    if (maskrcnn::winograd_available()) EXPECT_EQ(y.data_ptr(), memory) << static_cast<int>(layout);
+    // A residual in another layout than the output's is copied, not written.
+    auto other = to_layout(r4.clone(), layout == FeatureLayout::NCHW ? FeatureLayout::ChannelsLast : FeatureLayout::NCHW);
+    const auto before = other.clone();
+    auto z = run(*l.conv, l.bn.get(), x, true, other, layout, false, true);
+    EXPECT_TRUE(at::equal(z, expected));
+    EXPECT_TRUE(at::equal(other, before));
+  }
+}
+
 TEST_F(InferenceConvTest, TrainingRunsTheModulesWithGradients) {
   Layer l(8, 8, 3, 1, /*frozen=*/false);
   l.bn->train();

@@ -60,10 +60,11 @@ std::vector<at::Tensor> FeaturePyramidNetworkImpl::features(const std::vector<at
   results[n - 1] = layer_[n - 1]->forward(last_inner);
   for (int64_t idx = static_cast<int64_t>(n) - 2; idx >= 0; --idx) {
     // inner_lateral + top_down, the add fused into the lateral convolution
-    // (one pass less over the largest maps; a + b == b + a in floating point).
+    // (one pass less over the largest maps; a + b == b + a in floating point)
+    // and accumulated in top_down's memory, which nothing else reads.
     const auto [h, w] = map_size(x[idx]);
     auto top_down = upsample_nearest_any(last_inner, h, w);
-    last_inner = inner_[idx]->forward_add(x[idx], top_down);
+    last_inner = inner_[idx]->forward_add(x[idx], top_down, sole_owner(top_down));
     results[idx] = layer_[idx]->forward(last_inner);
   }
   // LastLevelMaxPool: F.max_pool2d(x, kernel 1, stride 2, padding 0).

@@ -45,23 +45,34 @@ ResNetBlockImpl::ResNetBlockImpl(bool bottleneck, int64_t inplanes, int64_t plan
 
 ResNetBlockImpl::~ResNetBlockImpl() = default;
 
-at::Tensor ResNetBlockImpl::forward(const at::Tensor& x) {
+at::Tensor ResNetBlockImpl::forward(const at::Tensor& x) { return run(x, false); }
+
+at::Tensor ResNetBlockImpl::forward_consuming(at::Tensor x) {
+  const bool writable = sole_owner(x);  // x: this frame's handle only
+  return run(x, writable);
+}
+
+at::Tensor ResNetBlockImpl::run(const at::Tensor& x, bool x_writable) {
   // relu(bn(conv(.)) + identity) in one step: the residual add and the ReLU
-  // fuse into the last convolution on the inference fast path.
+  // fuse into the last convolution on the inference fast path, accumulating
+  // in the identity's memory where nothing else reads it (the downsample's
+  // output, or an input given up), instead of in a copy of it.
   // Maps stay in oneDNN's blocked layout between the layers (feature_layout.h);
   // under bf16 precision the block's inner maps, which only its convolutions
   // read, are stored in bf16.
   constexpr auto blocked = FeatureLayout::Blocked16;
-  at::Tensor identity = x;
+  at::Tensor projected;
   if (downsample)
-    identity = (*run_downsample_)(*downsample[0]->as<torch::nn::Conv2dImpl>(),
-                                  downsample[1]->as<BatchNorm2dImpl>(), x, /*relu=*/false, {}, blocked);
+    projected = (*run_downsample_)(*downsample[0]->as<torch::nn::Conv2dImpl>(),
+                                   downsample[1]->as<BatchNorm2dImpl>(), x, /*relu=*/false, {}, blocked);
+  const at::Tensor& identity = downsample ? projected : x;
+  const bool identity_writable = downsample ? sole_owner(projected) : x_writable;
   auto out = (*run1_)(*conv1, bn1.get(), x, /*relu=*/true, {}, blocked, /*only_convs_read=*/true);
   if (bottleneck_) {
     out = (*run2_)(*conv2, bn2.get(), out, /*relu=*/true, {}, blocked, /*only_convs_read=*/true);
-    return (*run3_)(*conv3, bn3.get(), out, /*relu=*/true, identity, blocked);
+    return (*run3_)(*conv3, bn3.get(), out, /*relu=*/true, identity, blocked, false, identity_writable);
   }
-  return (*run2_)(*conv2, bn2.get(), out, /*relu=*/true, identity, blocked);
+  return (*run2_)(*conv2, bn2.get(), out, /*relu=*/true, identity, blocked, false, identity_writable);
 }
 
 ResNetBodyImpl::ResNetBodyImpl(int depth, NormSpec n) : run_stem_(std::make_unique<InferenceConv>()) {
@@ -108,7 +119,7 @@ std::vector<at::Tensor> ResNetBodyImpl::features(const at::Tensor& x) {
   y = max_pool2d_any(y, 3, 2, 1);
   std::vector<at::Tensor> outs;
   for (auto& layer : layers_) {
-    y = layer->forward(y);
+    for (const auto& block : *layer) y = block.ptr()->as<ResNetBlockImpl>()->forward_consuming(std::move(y));
     outs.push_back(y);
   }
   return outs;

@@ -24,8 +24,12 @@ class ResNetBlockImpl : public torch::nn::Module {
                   bool downsample, NormSpec norm);
   ~ResNetBlockImpl() override;
   at::Tensor forward(const at::Tensor& x);
+  // forward(x) where the caller gives x up: where nothing else holds it, its
+  // memory may take the block's output (the residual add accumulates there).
+  at::Tensor forward_consuming(at::Tensor x);
 
  private:
+  at::Tensor run(const at::Tensor& x, bool x_writable);
   bool bottleneck_;
   std::unique_ptr<InferenceConv> run1_, run2_, run3_, run_downsample_;
   torch::nn::Conv2d conv1{nullptr}, conv2{nullptr}, conv3{nullptr};

@@ -260,7 +260,8 @@ const std::string& DnnlConv2d::implementation() const { return s_->impl; }
 size_t DnnlConv2d::parts() const { return s_->parts.size(); }
 size_t DnnlConv2d::scratchpad_bytes() const { return s_->scratchpad; }
 
-at::Tensor DnnlConv2d::forward(const at::Tensor& x_in, const at::Tensor& residual_in, MapLayout out_layout) const {
+at::Tensor DnnlConv2d::forward(const at::Tensor& x_in, const at::Tensor& residual_in, MapLayout out_layout,
+                               bool residual_writable) const {
   State& s = *s_;
   const MapLayout in_layout = layout_of(x_in);
   const at::Tensor x = in_layout == MapLayout::NCHW ? x_in.contiguous() : x_in;
@@ -287,7 +288,11 @@ at::Tensor DnnlConv2d::forward(const at::Tensor& x_in, const at::Tensor& residua
   try {
     const auto out_type = s.options.bf16_output ? at::kBFloat16 : at::kFloat;
     const dt x_dt = x_bf16 ? dt::bf16 : dt::f32, out_dt = s.options.bf16_output ? dt::bf16 : dt::f32;
-    at::Tensor out = out_layout == MapLayout::Blocked16 ? at::empty({N, OC / 16, OH, OW, 16}, out_type)
+    // The residual's own memory as the output: the sum post-op adds onto it.
+    const bool into_residual = residual_writable && s.options.residual && !s.options.bf16_output &&
+                               r_layout == out_layout && r.data_ptr() != x.data_ptr() &&
+                               (out_layout == MapLayout::NHWC || r.is_contiguous());
+    at::Tensor out = into_residual ? r : out_layout == MapLayout::Blocked16 ? at::empty({N, OC / 16, OH, OW, 16}, out_type)
                      : out_layout == MapLayout::NHWC
                          ? at::empty({N, OC, OH, OW}, at::TensorOptions(out_type).memory_format(at::MemoryFormat::ChannelsLast))
                          : at::empty({N, OC, OH, OW}, out_type);
@@ -300,7 +305,7 @@ at::Tensor DnnlConv2d::forward(const at::Tensor& x_in, const at::Tensor& residua
       if (s.options.residual) r_windows.push_back(window(k.dst_md.dims(), s.out_shape, r_layout));
       any_direct_dst |= k.dst_md == dst_windows.back();
     }
-    if (s.options.residual && any_direct_dst) {  // the sum post-op adds onto dst: start from the residual
+    if (s.options.residual && any_direct_dst && !into_residual) {  // the sum post-op adds onto dst: start from the residual
       if (r_layout == out_layout) {
         out.copy_(r);
       } else {

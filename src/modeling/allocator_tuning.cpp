@@ -37,14 +37,12 @@
 #if defined(__GLIBC__)
 #include <malloc.h>
 #endif
-#if defined(__linux__)
-#include <sys/mman.h>
-#endif
 #ifdef MASKRCNN_HAVE_DNNL
 #include <oneapi/dnnl/dnnl.hpp>
 #endif
 
 #include "maskrcnn/model.h"
+#include "ops/memory/huge_pages.h"
 
 namespace maskrcnn {
 namespace {
@@ -84,30 +82,11 @@ class HeapCPUAllocator final : public c10::Allocator {
     const std::size_t offset = kAlignment - address % kAlignment;
     std::uint8_t* data = raw + offset;
     data[-1] = static_cast<std::uint8_t>(offset);
-    if (bytes >= kHugePageMinBytes && huge_pages_enabled()) advise_huge_pages(data, bytes);
+    // Blocks of 4 MB or more get the 2 MB pages inside them marked
+    // MADV_HUGEPAGE: the heap's later growth and reused ranges the kernel has
+    // not backed yet get huge pages.
+    ops::advise_huge_pages(data, bytes);
     return data;
-  }
-  // Blocks this large get the 2 MB pages inside them marked MADV_HUGEPAGE.
-  // Pages already faulted in stay as they are; the heap's later growth and
-  // reused ranges the kernel has not backed yet get huge pages.
-  static constexpr std::size_t kHugePageMinBytes = std::size_t{4} << 20;
-  static bool huge_pages_enabled() {
-    static const bool enabled = [] {
-      const char* off = std::getenv("MASKRCNN_NO_HUGE_PAGES");
-      return !(off && *off && std::string(off) != "0");
-    }();
-    return enabled;
-  }
-  static void advise_huge_pages(void* data, std::size_t bytes) {
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-    constexpr std::uintptr_t kHuge = std::uintptr_t{2} << 20;
-    const auto begin = (reinterpret_cast<std::uintptr_t>(data) + kHuge - 1) & ~(kHuge - 1);
-    const auto end = (reinterpret_cast<std::uintptr_t>(data) + bytes) & ~(kHuge - 1);
-    if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);  // advice only
-#else
-    (void)data;
-    (void)bytes;
-#endif
   }
   static void release(void* data) {
     if (data == nullptr) return;

@@ -7,11 +7,11 @@
 
 #include <algorithm>
 #include <cstddef>
-#include <cstdlib>
-#include <string>
 #if defined(__linux__)
 #include <sys/mman.h>
 #endif
+
+#include "ops/memory/huge_pages.h"
 
 namespace maskrcnn::ops::dnnl_common {
 
@@ -41,13 +41,7 @@ inline at::Tensor long_lived_bytes(int64_t bytes) {
     const auto size = static_cast<std::size_t>(bytes);
     void* p = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (p != MAP_FAILED) {
-#if defined(MADV_HUGEPAGE)
-      static const bool huge = [] {
-        const char* off = std::getenv("MASKRCNN_NO_HUGE_PAGES");
-        return !(off && *off && std::string(off) != "0");
-      }();
-      if (huge && bytes >= (int64_t{4} << 20)) madvise(p, size, MADV_HUGEPAGE);  // advice only
-#endif
+      advise_huge_pages(p, size);
       return at::from_blob(p, {bytes}, [size](void* q) { munmap(q, size); }, at::kByte);
     }
   }

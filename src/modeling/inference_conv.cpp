@@ -126,6 +126,21 @@ const torch::ExpandingArray<2>* explicit_padding(const torch::nn::detail::ConvNd
 
 }  // namespace
 
+// Under bf16 precision, a 3x3 stride-1 layer on a large f32 map (the FPN's
+// and the RPN head's on P2 and P3) runs f32 Winograd instead: measured here
+// (2 threads, 256 channels), Winograd took 80 ms on 200x304 and 18.7 ms on
+// 100x152 where bf16 direct took 85-90 and 21-22.5 ms, plus the map's
+// f32 -> bf16 reorder it no longer needs; from 50x76 down bf16 was faster.
+// Maps that arrive in bf16 (inside ResNet blocks, the mask head) stay bf16.
+namespace {
+bool winograd_beats_bf16(const at::Tensor& x) {
+  constexpr int64_t kMinPixels = 100 * 100;
+  if (x.scalar_type() != at::kFloat || x.dim() < 4) return false;
+  const auto [h, w] = map_size(x);
+  return h * w >= kMinPixels;
+}
+}  // namespace
+
 struct InferenceConv::Primitive {
   std::vector<int64_t> key;  // N, C, H, W, threads, relu, residual
   std::shared_ptr<const ops::DnnlConv2d> conv;  // null: oneDNN has none for it
@@ -234,7 +249,11 @@ at::Tensor InferenceConv::compute(const torch::nn::Conv2dImpl& conv, const Batch
   const auto* padding = explicit_padding(opt);
   const bool square = padding != nullptr && opt.groups() == 1 && (*padding)->at(0) == (*padding)->at(1) &&
                       opt.stride()->at(0) == opt.stride()->at(1) && opt.dilation()->at(0) == opt.dilation()->at(1);
-  const bool bf16 = square && allow_bf16_ && inference_precision() == Precision::BF16;
+  const bool winograd_shape = square && opt.kernel_size()->at(0) == 3 && opt.kernel_size()->at(1) == 3 &&
+                              opt.stride()->at(0) == 1 && opt.dilation()->at(0) == 1;
+  const bool winograd = winograd_shape && conv_algorithm() == ConvAlgorithm::Winograd;
+  const bool bf16 = square && allow_bf16_ && inference_precision() == Precision::BF16 &&
+                    !(winograd && winograd_beats_bf16(x_in));
   // A bf16 map (only_convs_read's output below) goes to bf16 convolutions;
   // anything else reads its float values.
   const at::Tensor x = x_in.scalar_type() == at::kBFloat16 && !bf16 ? x_in.to(at::kFloat) : x_in;
@@ -290,8 +309,6 @@ at::Tensor InferenceConv::compute(const torch::nn::Conv2dImpl& conv, const Batch
     if (residual.defined()) y = y + to_4d(residual);
     return relu ? at::relu(y) : y;
   }
-  const bool winograd_shape = square && opt.kernel_size()->at(0) == 3 && opt.kernel_size()->at(1) == 3 &&
-                              opt.stride()->at(0) == 1 && opt.dilation()->at(0) == 1;
   std::shared_ptr<const ops::DnnlConv2d> fast;
   at::Tensor weight, bias;
   {
@@ -302,7 +319,7 @@ at::Tensor InferenceConv::compute(const torch::nn::Conv2dImpl& conv, const Batch
     // reorders the weights per call and adds and clamps in passes of their own.
     if (square && onednn_input && (!residual.defined() || residual.scalar_type() == at::kFloat))
       fast = primitive(conv, bn, x, relu, residual.defined(), bf16,
-                       winograd_shape && conv_algorithm() == ConvAlgorithm::Winograd, only_convs_read);
+                       winograd, only_convs_read);
     if (!fast) std::tie(weight, bias) = folded(conv, bn);
   }
 #ifdef MASKRCNN_HAVE_DNNL

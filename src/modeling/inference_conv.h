@@ -11,7 +11,9 @@
 //     LibTorch's CPU convolution runs too, reordering the weights per call);
 //     LibTorch's convolution without oneDNN or where oneDNN lacks a kernel;
 //   * with inference_precision() bf16, every convolution runs oneDNN's bf16
-//     kernels (bf16 inputs and weights, f32 accumulation and outputs).
+//     kernels (bf16 inputs and weights, f32 accumulation and outputs), but
+//     3x3 stride-1 layers on float maps of 100x100 or more, where f32
+//     Winograd is faster (and exact to f32).
 // With gradients enabled (training) it computes relu(bn(conv(x)) + residual)
 // in the autograd graph: frozen batch norm folded into the weights there, and
 // 3x3 stride-1 layers on oneDNN's Winograd forward and backward

@@ -250,6 +250,32 @@ TEST_F(InferenceConvTest, Bf16ConvolutionsStayWithinBf16Rounding) {
   maskrcnn::set_inference_precision(maskrcnn::Precision::F32);
 }
 
+// Under bf16 precision a 3x3 stride-1 layer on a large float map (P2 and P3
+// of the FPN and RPN head) runs f32 Winograd, which is faster there than
+// bf16 direct: its output is exactly f32 precision's. Smaller maps, and maps
+// already in bf16, take the bf16 kernels.
+TEST_F(InferenceConvTest, Bf16LeavesLargeFloatMapsToWinograd) {
+  maskrcnn::set_inference_precision(maskrcnn::Precision::BF16);
+  if (maskrcnn::inference_precision() != maskrcnn::Precision::BF16) return;  // no bf16 on this CPU
+  Layer l(32, 32, 3, 1, true);
+  c10::InferenceMode guard;
+  for (auto [h, w] : {std::pair<int64_t, int64_t>{100, 100}, {99, 100}, {40, 30}}) {
+    auto x = at::randn({1, 32, h, w});
+    InferenceConv bf16_mode, bf16_input;
+    const auto y = bf16_mode(*l.conv, l.bn.get(), x, true);
+    const auto y_from_bf16 = bf16_input(*l.conv, l.bn.get(), x.to(at::kBFloat16), true);
+    maskrcnn::set_inference_precision(maskrcnn::Precision::F32);
+    InferenceConv f32_mode;
+    const auto y32 = f32_mode(*l.conv, l.bn.get(), x, true);
+    maskrcnn::set_inference_precision(maskrcnn::Precision::BF16);
+    const bool large = h * w >= 100 * 100;
+    EXPECT_EQ(at::equal(y, y32), large) << h << "x" << w;
+    EXPECT_GT(max_rel_diff(y_from_bf16, y32.to(at::kDouble)), 1e-5) << h << "x" << w << ": bf16 input, bf16 kernels";
+    EXPECT_LT(max_rel_diff(y, l.reference(x, true)), large ? 1e-5 : 2e-2) << h << "x" << w;
+  }
+  maskrcnn::set_inference_precision(maskrcnn::Precision::F32);
+}
+
 // only_convs_read under bf16: the map is stored in bf16 with exactly the
 // values the next bf16 convolution would round the f32 map to, and that
 // convolution reads it as it reads the f32 one. Where the result is read by

@@ -201,8 +201,36 @@ TEST(Parity, WrongArchOrClassCountIsAClearError) {
 // within ~3e-3 (tests/modeling/test_inference_conv.cpp); through the whole
 // network it is checked here on the FPN features and the detections. These
 // seeded random-weight models score their ~1000 candidates within a few
-// hundredths of each other, so bf16's noise reorders the top 100 more than it
-// would with trained weights: the bound on matched detections is loose.
+// hundredths of each other, so any rounding reorders their top 100 more than
+// it would with trained weights. The bar on matched detections therefore
+// comes from torchvision itself: the fixtures hold its outputs with the
+// convolutions' and linear layers' inputs and weights rounded to bf16 (the
+// rounding --precision bf16 does; make_parity_fixtures.py's bf16_rounded),
+// and ours must keep about as many of the f32 detections as that does.
+namespace {
+
+// torchvision's detections (ref_boxes, ref_labels) that have a match in
+// (boxes, labels): same label, box IoU >= 0.9, each match used once.
+int64_t count_matched(const at::Tensor& ref_boxes, const at::Tensor& ref_labels, const at::Tensor& boxes,
+                      const at::Tensor& labels) {
+  auto iou = maskrcnn::ops::box_iou(ref_boxes, boxes).contiguous();  // [n_ref, n]
+  std::vector<bool> used(boxes.size(0), false);
+  int64_t matched = 0;
+  for (int64_t j = 0; j < ref_boxes.size(0); ++j) {
+    int64_t best = -1;
+    double best_iou = 0.9;
+    for (int64_t k = 0; k < boxes.size(0); ++k) {
+      if (used[k] || labels[k].item<int64_t>() != ref_labels[j].item<int64_t>()) continue;
+      const double v = iou.index({j, k}).item().toDouble();
+      if (v >= best_iou) best = k, best_iou = v;
+    }
+    if (best >= 0) used[best] = true, ++matched;
+  }
+  return matched;
+}
+
+}  // namespace
+
 TEST(Parity, Bf16StaysCloseToTorchvision) {
   at::set_num_threads(2);
   maskrcnn::set_inference_precision(maskrcnn::Precision::BF16);
@@ -214,6 +242,7 @@ TEST(Parity, Bf16StaysCloseToTorchvision) {
   auto cases = cases_for("v1_coco");
   auto model = maskrcnn::MaskRCNN::from_checkpoint(fixtures_dir("parity") + "/" + cases[0].weights);
   int checked = 0;
+  int64_t total_matched = 0, total_rounded = 0;
   for (auto& c : cases) {
     if (c.image.find("syn_") != std::string::npos) continue;  // the photos only
     auto ref = load_ref(fixtures_dir("parity") + "/" + c.ref);
@@ -230,26 +259,25 @@ TEST(Parity, Bf16StaysCloseToTorchvision) {
       }
     }
     auto dets = model.predict({image}).at(0);
-    auto rb = ref["boxes"], rl = ref["labels"];
+    const at::Tensor rb = ref["boxes"], rl = ref["labels"];
+    ASSERT_TRUE(ref.count("bf16_rounded_boxes")) << c.ref << ": fixtures older than make_parity_fixtures.py";
     const int64_t n_ref = rb.size(0);
-    auto iou = maskrcnn::ops::box_iou(rb, dets.boxes).contiguous();  // [n_ref, n_ours]
-    std::vector<bool> used(dets.size(), false);
-    int64_t matched = 0;
-    for (int64_t j = 0; j < n_ref; ++j) {
-      int64_t best = -1;
-      double best_iou = 0.9;
-      for (int64_t k = 0; k < dets.size(); ++k) {
-        if (used[k] || dets.labels[k].item<int64_t>() != rl[j].item<int64_t>()) continue;
-        const double v = iou.index({j, k}).item().toDouble();
-        if (v >= best_iou) best = k, best_iou = v;
-      }
-      if (best >= 0) used[best] = true, ++matched;
-    }
-    std::printf("[parity] bf16 %s: %ld/%ld of torchvision's detections matched (same label, box IoU >= 0.9)\n",
-                c.image.c_str(), (long)matched, (long)n_ref);
-    EXPECT_GE(matched, static_cast<int64_t>(std::ceil(0.7 * n_ref))) << c.image;
+    const int64_t matched = count_matched(rb, rl, dets.boxes, dets.labels);
+    const int64_t rounded = count_matched(rb, rl, ref["bf16_rounded_boxes"], ref["bf16_rounded_labels"]);
+    std::printf("[parity] bf16 %s: %ld/%ld of torchvision's detections matched (same label, box IoU >= 0.9); "
+                "torchvision with bf16-rounded layers: %ld\n",
+                c.image.c_str(), (long)matched, (long)n_ref, (long)rounded);
+    // One photo's count moves by ~5 with the rounding's luck (the rounded
+    // torchvision gets 70-86 of 100 on these photos): per photo within 15 of
+    // torchvision's own, and over the photos at least 85% of its total.
+    EXPECT_GE(matched, rounded - 15) << c.image;
+    EXPECT_GE(matched, static_cast<int64_t>(std::ceil(0.6 * n_ref))) << c.image;
+    total_matched += matched, total_rounded += rounded;
     ++checked;
   }
+  std::printf("[parity] bf16 over the photos: %ld matched, torchvision with bf16-rounded layers %ld\n",
+              (long)total_matched, (long)total_rounded);
+  EXPECT_GE(total_matched, static_cast<int64_t>(std::ceil(0.85 * total_rounded)));
   maskrcnn::set_inference_precision(maskrcnn::Precision::F32);
   EXPECT_GE(checked, 2);
 }

@@ -17,6 +17,7 @@ randomised, and RPN and classifier logits are scaled so that scores are not tied
 """
 import argparse
 import collections
+import copy
 import json
 import os
 
@@ -89,6 +90,28 @@ def build(kind):
     return randomize(m, 13, 2.0)
 
 
+# The layers `--precision bf16` keeps in f32: the RPN head's 1x1 predictors
+# and the box predictor (they pick the proposals and the detections).
+BF16_KEPT_F32 = {"rpn.head.cls_logits", "rpn.head.bbox_pred",
+                 "roi_heads.box_predictor.cls_score", "roi_heads.box_predictor.bbox_pred"}
+
+
+def bf16_rounded(model):
+    """A copy of `model` whose convolutions and linear layers (but those of
+    BF16_KEPT_F32) read bf16-rounded inputs and weights and accumulate in f32,
+    the arithmetic of `--precision bf16`. Its outputs against the f32 model's
+    measure how far bf16 rounding alone moves this model's detections: the
+    parity test holds ours to that, not to a number of our own."""
+    m = copy.deepcopy(model)
+    with torch.no_grad():
+        for name, mod in m.named_modules():
+            if isinstance(mod, (torch.nn.Conv2d, torch.nn.ConvTranspose2d, torch.nn.Linear)) and \
+                    name not in BF16_KEPT_F32:
+                mod.weight.copy_(mod.weight.bfloat16().float())
+                mod.register_forward_pre_hook(lambda _, inp: tuple(t.bfloat16().float() for t in inp))
+    return m.eval()
+
+
 def old_key_names(sd):
     """torchvision's 2019 names (what its version-1 load hooks rename)."""
     out = collections.OrderedDict()
@@ -158,6 +181,7 @@ def main():
             torch.save(old_key_names(model.state_dict()), path, _use_new_zipfile_serialization=False)
         else:
             torch.save(model.state_dict(), path)
+        rounded = bf16_rounded(model) if kind == "v1_coco" else None
         captured = {}
         model.backbone.register_forward_hook(lambda m, i, o: captured.__setitem__("features", o))
         model.rpn.register_forward_hook(lambda m, i, o: captured.__setitem__("proposals", o[0]))
@@ -170,6 +194,10 @@ def main():
                 "masks_packed": pack_masks(out["masks"]),
                 "image_size": torch.tensor(list(x.shape[-2:])),
             }
+            if rounded is not None and not name.startswith("syn_"):
+                with torch.no_grad():
+                    out16 = rounded([x])[0]
+                ref["bf16_rounded_boxes"], ref["bf16_rounded_labels"] = out16["boxes"], out16["labels"]
             if name in STAGE_IMAGES:
                 for k, v in captured["features"].items():
                     ref["feature_" + k] = v

@@ -45,7 +45,7 @@ DirectTrainingConvs::~DirectTrainingConvs() { t_direct_training_convs = previous
 
 namespace {
 std::atomic<Precision> g_precision{Precision::F32};
-std::atomic<std::size_t> g_scratchpad_budget{std::size_t{192} << 20};  // as DnnlConvOptions
+std::atomic<std::size_t> g_scratchpad_budget{std::size_t{320} << 20};  // as DnnlConvOptions
 }  // namespace
 
 void set_winograd_scratchpad_budget(std::size_t bytes) { g_scratchpad_budget = bytes; }

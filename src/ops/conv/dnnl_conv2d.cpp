@@ -314,7 +314,7 @@ at::Tensor DnnlConv2d::forward(const at::Tensor& x_in, const at::Tensor& residua
         dnnl::reorder(r_full, out_full).execute(stream, r_full, out_full);
       }
     }
-    // The scratchpad budget keeps it to ~192 MB.
+    // The scratchpad budget keeps it to ~320 MB.
     dnnl::memory scratch = dnnl_common::thread_scratchpad(s.scratchpad);
     auto* x_data = static_cast<char*>(x.data_ptr());
     auto* out_data = static_cast<char*>(out.data_ptr());

@@ -37,11 +37,12 @@ struct DnnlConvOptions {
   // 256-channel 200x304 map (the largest FPN level of an 800x1216 image).
   // Above this many bytes the convolution runs in parts (groups of images,
   // then bands of output rows, each with the input rows it needs) whose
-  // scratchpads fit; 0 never splits. 192 MB runs that level in 2 bands of
-  // 100 rows (148 MB each): against 4 bands of 52 (the old 128 MB budget)
-  // ~20 ms a photo faster for the FPN and RPN head and +80 MB of peak RSS;
-  // whole maps were ~15 ms faster still but +120 MB more.
-  size_t scratchpad_budget = size_t{192} << 20;
+  // scratchpads fit; 0 never splits. 320 MB runs every level of an image
+  // resized to torchvision's default 800-1333 pixels whole (310 MB at
+  // 800x1344): against 2 bands of 100 rows (192 MB, sessions 10-11) ~20 ms a
+  // photo faster for the FPN and RPN head, whose band copies it saves, for
+  // ~130 MB more peak RSS (still ~200 MB under torchvision's).
+  size_t scratchpad_budget = size_t{320} << 20;
 };
 
 class DnnlConv2d {

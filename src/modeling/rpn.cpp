@@ -1,6 +1,7 @@
 #include "modeling/rpn.h"
 
 #include <ATen/ATen.h>
+#include <c10/core/InferenceMode.h>
 #include <torch/nn/init.h>
 
 #include "maskrcnn/ops.h"
@@ -23,14 +24,13 @@ RPNHeadImpl::RPNHeadImpl(int64_t in_channels, int64_t num_anchors, int conv_dept
     // f32 even with --precision bf16: the objectness scores pick the
     // proposals, and these layers are <1% of the head's arithmetic.
     : cls_logits_run_(std::make_unique<InferenceConv>(false)),
-      bbox_pred_run_(std::make_unique<InferenceConv>(false)) {
+      bbox_pred_run_(std::make_unique<InferenceConv>(false)),
+      merged_run_(std::make_unique<InferenceConv>(false)) {
   conv = register_module("conv", torch::nn::Sequential());
   for (int i = 0; i < conv_depth; ++i) {
     ConvNormAct c(ConvNormActImpl::Options{in_channels, in_channels, 3});
-    // Blocked for a next 3x3; the last one channels-last, the layout oneDNN's
-    // kernels for the two 1x1 predictors (3 and 12 outputs) read: one reorder
-    // out of Winograd's blocked output instead of one per predictor.
-    c->set_output_layout(i + 1 < conv_depth ? FeatureLayout::Blocked16 : FeatureLayout::ChannelsLast);
+    // Blocked, for a next 3x3 and for the merged 1x1 predictors alike.
+    c->set_output_layout(FeatureLayout::Blocked16);
     conv->push_back(c);
   }
   cls_logits = register_module(
@@ -51,10 +51,42 @@ std::pair<std::vector<at::Tensor>, std::vector<at::Tensor>> RPNHeadImpl::forward
   std::vector<at::Tensor> logits, bbox_reg;
   for (auto& f : features) {
     auto t = conv->forward(f);
+    // Blocked maps come from the CPU inference fast path only (no autograd).
+    if (is_blocked(t) && cls_logits->weight.size(0) * 5 <= 16) {
+      auto [l, b] = predict_merged(t);
+      logits.push_back(std::move(l));
+      bbox_reg.push_back(std::move(b));
+      continue;
+    }
     logits.push_back((*cls_logits_run_)(*cls_logits, nullptr, t, /*relu=*/false));
     bbox_reg.push_back((*bbox_pred_run_)(*bbox_pred, nullptr, t, /*relu=*/false));
   }
   return {logits, bbox_reg};
+}
+
+std::pair<at::Tensor, at::Tensor> RPNHeadImpl::predict_merged(const at::Tensor& t) {
+  const int64_t a = cls_logits->weight.size(0), c = cls_logits->weight.size(1);
+  std::vector<int64_t> key;
+  for (const auto* p : {&cls_logits->weight, &cls_logits->bias, &bbox_pred->weight, &bbox_pred->bias})
+    add_parameter_key(key, *p);
+  if (!merged_ || key != merged_key_) {
+    c10::InferenceMode off(false);  // plain tensors: InferenceConv folds and versions them as the modules'
+    torch::NoGradGuard ng;
+    if (!merged_) merged_ = torch::nn::Conv2d(torch::nn::Conv2dOptions(c, 16, 1));
+    merged_->weight.zero_();
+    merged_->bias.zero_();
+    merged_->weight.slice(0, 0, a).copy_(cls_logits->weight.detach());
+    merged_->weight.slice(0, a, 5 * a).copy_(bbox_pred->weight.detach());
+    merged_->bias.slice(0, 0, a).copy_(cls_logits->bias.detach());
+    merged_->bias.slice(0, a, 5 * a).copy_(bbox_pred->bias.detach());
+    merged_key_ = std::move(key);
+  }
+  // [N, 1, H, W, 16]: per pixel the A logits, then the A x 4 deltas, as
+  // torchvision's [N, A, H, W] and [N, A*4, H, W] hold them by channel.
+  auto y = (*merged_run_)(*merged_, nullptr, t, /*relu=*/false, {}, FeatureLayout::Blocked16);
+  if (y.dim() == 4) return {y.slice(1, 0, a), y.slice(1, a, 5 * a)};  // not oneDNN's: [N, 16, H, W]
+  y = y.select(1, 0);
+  return {y.slice(3, 0, a).permute({0, 3, 1, 2}), y.slice(3, a, 5 * a).permute({0, 3, 1, 2})};
 }
 
 RegionProposalNetworkImpl::RegionProposalNetworkImpl(const MaskRCNNConfig& cfg)

@@ -29,7 +29,15 @@ class RPNHeadImpl : public torch::nn::Module {
   torch::nn::Conv2d cls_logits{nullptr}, bbox_pred{nullptr};
 
  private:
-  std::unique_ptr<InferenceConv> cls_logits_run_, bbox_pred_run_;  // read the conv's blocked map
+  // Inference on a blocked map: cls_logits and bbox_pred as one convolution
+  // of 16 outputs (A + 4A, zero-padded), whose one channel block is written
+  // [H, W, 16]: the map is read once and needs no reorder. The weights are
+  // copied from the two modules when they change (not a registered module).
+  std::pair<at::Tensor, at::Tensor> predict_merged(const at::Tensor& t);
+  std::unique_ptr<InferenceConv> cls_logits_run_, bbox_pred_run_;  // the two apart (other paths)
+  std::unique_ptr<InferenceConv> merged_run_;
+  torch::nn::Conv2d merged_{nullptr};
+  std::vector<int64_t> merged_key_;  // the two modules' parameters it was copied from
 };
 TORCH_MODULE(RPNHead);
 

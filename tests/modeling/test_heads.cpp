@@ -6,7 +6,11 @@
 #include <ATen/ATen.h>
 #include <torch/nn/init.h>
 
+#include <c10/core/InferenceMode.h>
+
 #include "modeling/heads.h"
+#include "modeling/layers.h"
+#include "modeling/rpn.h"
 
 using maskrcnn::modeling::MaskRCNNPredictor;
 
@@ -45,6 +49,53 @@ TEST(MaskPredictor, NoRoisAndGradientsFlow) {
   head->forward_selected(x, at::tensor({1, 4}, at::kLong)).sum().backward();
   ASSERT_TRUE(x.grad().defined());
   EXPECT_GT(x.grad().abs().sum().item<double>(), 0.0);
+}
+
+
+// RPNHead at CPU inference: the two 1x1 predictors run as one 16-output
+// convolution on the 3x3 layer's blocked map. Its logits and deltas are the
+// modules' own (checked against LibTorch's convolutions in double), also after
+// the predictors' weights change, and training still runs the modules.
+TEST(RpnHead, MergedPredictorsEqualTheModules) {
+  at::manual_seed(5);
+  maskrcnn::modeling::RPNHead head(32, 3, 1);
+  {
+    at::NoGradGuard ng;
+    for (auto& p : head->parameters()) p.uniform_(-0.3, 0.3);
+  }
+  const std::vector<at::Tensor> features{at::randn({1, 32, 40, 24}), at::randn({1, 32, 9, 13})};
+  auto reference = [&](const at::Tensor& f) {
+    auto& c = head->conv[0]->as<maskrcnn::modeling::ConvNormAct>()->conv;
+    auto t = at::conv2d(f.to(at::kDouble), c->weight.to(at::kDouble), c->bias.to(at::kDouble), 1, 1).relu();
+    return std::make_pair(
+        at::conv2d(t, head->cls_logits->weight.to(at::kDouble), head->cls_logits->bias.to(at::kDouble)),
+        at::conv2d(t, head->bbox_pred->weight.to(at::kDouble), head->bbox_pred->bias.to(at::kDouble)));
+  };
+  auto rel = [](const at::Tensor& a, const at::Tensor& ref) {
+    return (a.to(at::kDouble) - ref).abs().max().item<double>() / ref.abs().max().item<double>();
+  };
+  for (int round = 0; round < 2; ++round) {
+    {
+      c10::InferenceMode guard;
+      auto [logits, deltas] = head->forward(features);
+      for (size_t l = 0; l < features.size(); ++l) {
+        auto [ref_logits, ref_deltas] = reference(features[l]);
+        ASSERT_EQ(logits[l].sizes(), ref_logits.sizes());
+        ASSERT_EQ(deltas[l].sizes(), ref_deltas.sizes());
+        EXPECT_LT(rel(logits[l], ref_logits), 1e-5) << "round " << round << " level " << l;
+        EXPECT_LT(rel(deltas[l], ref_deltas), 1e-5) << "round " << round << " level " << l;
+      }
+    }
+    at::NoGradGuard ng;  // new weights: the merged convolution follows
+    head->cls_logits->weight.mul_(-2.0);
+    head->bbox_pred->bias.add_(1.0);
+  }
+  // Training: the modules' graph, gradients reach both predictors.
+  head->train();
+  auto [logits, deltas] = head->forward(features);
+  (logits[0].sum() + deltas[1].sum()).backward();
+  EXPECT_TRUE(head->cls_logits->weight.grad().defined());
+  EXPECT_TRUE(head->bbox_pred->weight.grad().defined());
 }
 
 }  // namespace

@@ -84,13 +84,14 @@ inline dnnl::memory bias_memory(const at::Tensor& bias, const dnnl::memory::desc
 // convolutions, inference and training alike, grown and never shrunk. A fresh
 // allocation of that size per call would be faulted in page by page whenever
 // a new image size outgrows the heap's free blocks: ~0.9 s on this machine's
-// VM for 300 MB, more than the convolution itself. It is mapped 256 MB at
+// VM for 300 MB, more than the convolution itself. It is mapped 384 MB at
 // least (address space only: the kernel backs the pages a convolution
-// touches), so that a larger image than any before does not move it to fresh
-// pages: that move faulted the whole scratchpad in again, ~80 ms on the first
-// stride-4 convolution of a 800x1280 image after 800x1216 ones.
+// touches), above the default Winograd budget of 320 MB, so that a larger
+// image than any before does not move it to fresh pages: that move faulted
+// the whole scratchpad in again, ~80 ms on the first stride-4 convolution of
+// a 800x1280 image after 800x1216 ones.
 inline dnnl::memory thread_scratchpad(std::size_t bytes) {
-  constexpr std::size_t kReserve = std::size_t{256} << 20;
+  constexpr std::size_t kReserve = std::size_t{384} << 20;
   thread_local at::Tensor scratch;
   if (!scratch.defined() || static_cast<std::size_t>(scratch.numel()) < bytes) {
     scratch = at::Tensor();  // free the old one first

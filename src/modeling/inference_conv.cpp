@@ -207,7 +207,7 @@ std::shared_ptr<const ops::DnnlConv2d> InferenceConv::primitive(const torch::nn:
     o.dilation = conv.options.dilation()->at(0);
     o.winograd = winograd && !bf16;  // oneDNN has no bf16 Winograd
     o.bf16 = bf16;
-    o.bf16_output = bf16 && bf16_output && !residual;
+    o.bf16_output = bf16 && bf16_output;
     o.relu = relu;
     o.residual = residual;
     o.scratchpad_budget = winograd_scratchpad_budget();
@@ -317,7 +317,8 @@ at::Tensor InferenceConv::compute(const torch::nn::Conv2dImpl& conv, const Batch
     // Every square convolution: the direct ones too, with the weights
     // reordered once and the add and ReLU fused, where LibTorch's convolution
     // reorders the weights per call and adds and clamps in passes of their own.
-    if (square && onednn_input && (!residual.defined() || residual.scalar_type() == at::kFloat))
+    if (square && onednn_input &&
+        (!residual.defined() || residual.scalar_type() == at::kFloat || residual.scalar_type() == at::kBFloat16))
       fast = primitive(conv, bn, x, relu, residual.defined(), bf16,
                        winograd, only_convs_read);
     if (!fast) std::tie(weight, bias) = folded(conv, bn);

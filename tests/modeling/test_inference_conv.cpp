@@ -321,6 +321,51 @@ TEST_F(InferenceConvTest, Bf16InnerMapsHoldWhatTheNextConvolutionReads) {
   EXPECT_LT(max_rel_diff(z, ref), 1e-5);
 }
 
+// Under bf16 precision a convolution with a residual whose output only
+// convolutions read (the ResNet body's blocks) stores it in bf16: the sum of
+// the f32 accumulation and the residual, rounded once. The same values as the
+// f32 output of the same arithmetic, rounded; a bf16 residual given up holds
+// the output, a float one or one in another layout is left alone.
+TEST_F(InferenceConvTest, Bf16OutputWithAResidualRoundsTheSumOnce) {
+  using maskrcnn::modeling::FeatureLayout;
+  using maskrcnn::modeling::to_layout;
+  maskrcnn::set_inference_precision(maskrcnn::Precision::BF16);
+  if (maskrcnn::inference_precision() != maskrcnn::Precision::BF16) return;  // no bf16 on this CPU
+  for (auto [k, s] : {std::pair<int64_t, int64_t>{1, 1}, {3, 1}, {1, 2}}) {
+    Layer l(32, 48, k, s, true);
+    auto x = at::randn({2, 32, 22, 18});
+    c10::InferenceMode guard;
+    const auto shape = l.reference(x, false).sizes().vec();
+    for (auto layout : {FeatureLayout::Blocked16, FeatureLayout::ChannelsLast, FeatureLayout::NCHW}) {
+      const auto r16 = to_layout(at::randn(shape).to(at::kBFloat16), layout);
+      InferenceConv f32_out, bf16_out;
+      const auto expected = f32_out(*l.conv, l.bn.get(), x, true, r16.to(at::kFloat), layout);
+      ASSERT_EQ(expected.scalar_type(), at::kFloat);
+      const auto before = r16.clone();
+      auto y = bf16_out(*l.conv, l.bn.get(), x, true, r16, layout, /*only_convs_read=*/true);
+      ASSERT_EQ(y.scalar_type(), at::kBFloat16) << k << " " << static_cast<int>(layout);
+      EXPECT_TRUE(at::equal(y, expected.to(at::kBFloat16))) << k << " " << static_cast<int>(layout);
+      EXPECT_TRUE(at::equal(r16, before)) << "a residual not given up is left alone";
+      // Given up: the sum lands in the residual's memory.
+      auto given = r16.clone();
+      const void* memory = given.data_ptr();
+      auto z = bf16_out(*l.conv, l.bn.get(), x, true, given, layout, true, /*residual_writable=*/true);
+      EXPECT_TRUE(at::equal(z, y));
+      if (layout == FeatureLayout::Blocked16) EXPECT_EQ(z.data_ptr(), memory) << k;
+      // A float residual is rounded into the bf16 output first.
+      const auto r32 = to_layout(at::randn(shape), layout);
+      const auto r32_before = r32.clone();
+      auto w = bf16_out(*l.conv, l.bn.get(), x, true, r32, layout, true, true);
+      EXPECT_EQ(w.scalar_type(), at::kBFloat16);
+      EXPECT_TRUE(at::equal(r32, r32_before));
+      const auto w_expected =
+          f32_out(*l.conv, l.bn.get(), x, true, r32.to(at::kBFloat16).to(at::kFloat), layout).to(at::kBFloat16);
+      EXPECT_TRUE(at::equal(w, w_expected)) << k << " " << static_cast<int>(layout);
+    }
+  }
+  maskrcnn::set_inference_precision(maskrcnn::Precision::F32);
+}
+
 // residual_writable: the output is accumulated in the residual's memory (and
 // returned) where the residual is a float map in the output's layout; the
 // values are those of the run into a fresh output. Other layouts copy as before.

@@ -57,22 +57,26 @@ at::Tensor ResNetBlockImpl::run(const at::Tensor& x, bool x_writable) {
   // fuse into the last convolution on the inference fast path, accumulating
   // in the identity's memory where nothing else reads it (the downsample's
   // output, or an input given up), instead of in a copy of it.
-  // Maps stay in oneDNN's blocked layout between the layers (feature_layout.h);
-  // under bf16 precision the block's inner maps, which only its convolutions
-  // read, are stored in bf16.
+  // Maps stay in oneDNN's blocked layout between the layers (feature_layout.h).
+  // Under bf16 precision every map of the body is stored in bf16: only
+  // convolutions read them (this block's, the next block's, the FPN's
+  // lateral ones), as their input or as the residual their sum adds in f32
+  // before rounding once. The float maps cost a f32 -> bf16 reorder before
+  // each reading convolution, and twice the memory traffic.
   constexpr auto blocked = FeatureLayout::Blocked16;
+  constexpr bool convs_read = true;
   at::Tensor projected;
   if (downsample)
     projected = (*run_downsample_)(*downsample[0]->as<torch::nn::Conv2dImpl>(),
-                                   downsample[1]->as<BatchNorm2dImpl>(), x, /*relu=*/false, {}, blocked);
+                                   downsample[1]->as<BatchNorm2dImpl>(), x, /*relu=*/false, {}, blocked, convs_read);
   const at::Tensor& identity = downsample ? projected : x;
   const bool identity_writable = downsample ? sole_owner(projected) : x_writable;
-  auto out = (*run1_)(*conv1, bn1.get(), x, /*relu=*/true, {}, blocked, /*only_convs_read=*/true);
+  auto out = (*run1_)(*conv1, bn1.get(), x, /*relu=*/true, {}, blocked, convs_read);
   if (bottleneck_) {
-    out = (*run2_)(*conv2, bn2.get(), out, /*relu=*/true, {}, blocked, /*only_convs_read=*/true);
-    return (*run3_)(*conv3, bn3.get(), out, /*relu=*/true, identity, blocked, false, identity_writable);
+    out = (*run2_)(*conv2, bn2.get(), out, /*relu=*/true, {}, blocked, convs_read);
+    return (*run3_)(*conv3, bn3.get(), out, /*relu=*/true, identity, blocked, convs_read, identity_writable);
   }
-  return (*run2_)(*conv2, bn2.get(), out, /*relu=*/true, identity, blocked, false, identity_writable);
+  return (*run2_)(*conv2, bn2.get(), out, /*relu=*/true, identity, blocked, convs_read, identity_writable);
 }
 
 ResNetBodyImpl::ResNetBodyImpl(int depth, NormSpec n) : run_stem_(std::make_unique<InferenceConv>()) {
@@ -110,7 +114,7 @@ ResNetBodyImpl::~ResNetBodyImpl() = default;
 
 std::vector<at::Tensor> ResNetBodyImpl::forward(const at::Tensor& x) {
   auto outs = features(x);
-  for (auto& y : outs) y = to_4d(y);
+  for (auto& y : outs) y = to_4d(y).to(at::kFloat);  // bf16 under bf16 precision
   return outs;
 }
 

@@ -114,7 +114,7 @@ DnnlConv2d::DnnlConv2d(const at::Tensor& weight, const at::Tensor& bias,
   TORCH_CHECK(weight.dim() == 4 && weight.is_cpu() && weight.size(1) == IC &&
                   (!bias.defined() || (bias.is_cpu() && bias.numel() == weight.size(0))),
               "DnnlConv2d: weight [OC, IC, KH, KW] and bias [OC] on the CPU, IC matching the input");
-  TORCH_CHECK(!o.bf16_output || (o.bf16 && !o.residual), "DnnlConv2d: bf16 output only from bf16 compute, without a residual");
+  TORCH_CHECK(!o.bf16_output || o.bf16, "DnnlConv2d: bf16 output only from bf16 compute");
   const int64_t OC = weight.size(0), KH = weight.size(2), KW = weight.size(3);
   const int64_t OH = (H + 2 * o.padding - o.dilation * (KH - 1) - 1) / o.stride + 1;
   const int64_t OW = (W + 2 * o.padding - o.dilation * (KW - 1) - 1) / o.stride + 1;
@@ -277,8 +277,9 @@ at::Tensor DnnlConv2d::forward(const at::Tensor& x_in, const at::Tensor& residua
   at::Tensor r;  // the residual, alive until the stream is done
   if (s.options.residual) {
     r_layout = layout_of(residual_in);
-    r = r_layout == MapLayout::NCHW ? residual_in.to(at::kFloat).contiguous() : residual_in;
-    TORCH_CHECK(r.is_cpu() && r.scalar_type() == at::kFloat && r.size(0) == N && channels(r) == OC &&
+    r = r_layout == MapLayout::NCHW ? residual_in.contiguous() : residual_in;
+    TORCH_CHECK(r.is_cpu() && (r.scalar_type() == at::kFloat || r.scalar_type() == at::kBFloat16) &&
+                    r.size(0) == N && channels(r) == OC &&
                     r.size(2) == OH && r.size(3) == OW,
                 "DnnlConv2d: residual of another shape than the output");
   }
@@ -288,8 +289,9 @@ at::Tensor DnnlConv2d::forward(const at::Tensor& x_in, const at::Tensor& residua
   try {
     const auto out_type = s.options.bf16_output ? at::kBFloat16 : at::kFloat;
     const dt x_dt = x_bf16 ? dt::bf16 : dt::f32, out_dt = s.options.bf16_output ? dt::bf16 : dt::f32;
+    const dt r_dt = r.defined() && r.scalar_type() == at::kBFloat16 ? dt::bf16 : dt::f32;
     // The residual's own memory as the output: the sum post-op adds onto it.
-    const bool into_residual = residual_writable && s.options.residual && !s.options.bf16_output &&
+    const bool into_residual = residual_writable && s.options.residual && r.scalar_type() == out_type &&
                                r_layout == out_layout && r.data_ptr() != x.data_ptr() &&
                                (out_layout == MapLayout::NHWC || r.is_contiguous());
     at::Tensor out = into_residual ? r : out_layout == MapLayout::Blocked16 ? at::empty({N, OC / 16, OH, OW, 16}, out_type)
@@ -302,15 +304,15 @@ at::Tensor DnnlConv2d::forward(const at::Tensor& x_in, const at::Tensor& residua
     for (const auto& k : s.kernels) {
       src_windows.push_back(window(k.src_md.dims(), s.in_shape, in_layout, x_dt));
       dst_windows.push_back(window(k.dst_md.dims(), s.out_shape, out_layout, out_dt));
-      if (s.options.residual) r_windows.push_back(window(k.dst_md.dims(), s.out_shape, r_layout));
+      if (s.options.residual) r_windows.push_back(window(k.dst_md.dims(), s.out_shape, r_layout, r_dt));
       any_direct_dst |= k.dst_md == dst_windows.back();
     }
     if (s.options.residual && any_direct_dst && !into_residual) {  // the sum post-op adds onto dst: start from the residual
       if (r_layout == out_layout) {
-        out.copy_(r);
+        out.copy_(r);  // rounded to bf16 for a bf16 output, as the reorder would
       } else {
-        dnnl::memory r_full(window({N, OC, OH, OW}, s.out_shape, r_layout), engine, r.data_ptr());
-        dnnl::memory out_full(window({N, OC, OH, OW}, s.out_shape, out_layout), engine, out.data_ptr());
+        dnnl::memory r_full(window({N, OC, OH, OW}, s.out_shape, r_layout, r_dt), engine, r.data_ptr());
+        dnnl::memory out_full(window({N, OC, OH, OW}, s.out_shape, out_layout, out_dt), engine, out.data_ptr());
         dnnl::reorder(r_full, out_full).execute(stream, r_full, out_full);
       }
     }
@@ -336,7 +338,8 @@ at::Tensor DnnlConv2d::forward(const at::Tensor& x_in, const at::Tensor& residua
         dst_buffer.emplace(k.dst_md);
         if (s.options.residual) {
           dnnl::memory residual_view(r_windows[part.kernel], engine,
-                                     r.data_ptr<float>() + element_offset(s.out_shape, r_layout, part.b0, part.r0));
+                                     static_cast<char*>(r.data_ptr()) +
+                                         r.element_size() * element_offset(s.out_shape, r_layout, part.b0, part.r0));
           s.reorder(part.kernel, 1, r_layout, r_windows[part.kernel], k.dst_md)
               .execute(stream, residual_view, dst_buffer->memory);
         }

@@ -29,7 +29,8 @@ struct DnnlConvOptions {
   bool bf16 = false;      // bf16 src and weights, f32 accumulation and output
   // With bf16: the output stored in bf16 (rounded to nearest even, as the
   // next bf16 convolution would round an f32 one), for maps only bf16
-  // convolutions read. No residual.
+  // convolutions read. With a residual, the sum is accumulated in f32 and
+  // rounded once into the bf16 output.
   bool bf16_output = false;
   bool relu = false;      // fused, after the residual add
   bool residual = false;  // forward() adds a residual of the output's shape
@@ -60,15 +61,15 @@ class DnnlConv2d {
   DnnlConv2d(const DnnlConv2d&) = delete;
   DnnlConv2d& operator=(const DnnlConv2d&) = delete;
 
-  // x: a float map of in_shape (or bf16 with options.bf16), residual: one
-  // of the output's shape (only with options.residual), each in any
+  // x: a float map of in_shape (or bf16 with options.bf16), residual: a
+  // float or bf16 one of the output's shape (only with options.residual), each in any
   // MapLayout (a 5-D [N, C/16, H, W, 16] tensor is Blocked16, a channels-last
   // 4-D one NHWC). Returns a float map (bf16 with options.bf16_output) in
   // `out_layout` (NCHW where Blocked16 is asked for fewer than a multiple of
   // 16 output channels). A map in the primitive's own layout (Blocked16 for
   // most) is read and written in place, without a reorder.
   // residual_writable: nothing reads the residual afterwards, so where it is
-  // a float map in out_layout the sum is accumulated in its memory and it is
+  // a map of the output's type in out_layout the sum is accumulated in its memory and it is
   // returned, instead of first copying it into a new output (~500 MB of
   // copies a photo in ResNet-50-FPN, ~30 ms).
   at::Tensor forward(const at::Tensor& x, const at::Tensor& residual = {},

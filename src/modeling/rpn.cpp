@@ -69,6 +69,7 @@ std::pair<at::Tensor, at::Tensor> RPNHeadImpl::predict_merged(const at::Tensor& 
   std::vector<int64_t> key;
   for (const auto* p : {&cls_logits->weight, &cls_logits->bias, &bbox_pred->weight, &bbox_pred->bias})
     add_parameter_key(key, *p);
+  std::unique_lock<std::mutex> lock(merged_mutex_);
   if (!merged_ || key != merged_key_) {
     c10::InferenceMode off(false);  // plain tensors: InferenceConv folds and versions them as the modules'
     torch::NoGradGuard ng;
@@ -81,9 +82,11 @@ std::pair<at::Tensor, at::Tensor> RPNHeadImpl::predict_merged(const at::Tensor& 
     merged_->bias.slice(0, a, 5 * a).copy_(bbox_pred->bias.detach());
     merged_key_ = std::move(key);
   }
+  const torch::nn::Conv2d merged = merged_;  // InferenceConv locks on its own
+  lock.unlock();
   // [N, 1, H, W, 16]: per pixel the A logits, then the A x 4 deltas, as
   // torchvision's [N, A, H, W] and [N, A*4, H, W] hold them by channel.
-  auto y = (*merged_run_)(*merged_, nullptr, t, /*relu=*/false, {}, FeatureLayout::Blocked16);
+  auto y = (*merged_run_)(*merged, nullptr, t, /*relu=*/false, {}, FeatureLayout::Blocked16);
   if (y.dim() == 4) return {y.slice(1, 0, a), y.slice(1, a, 5 * a)};  // not oneDNN's: [N, 16, H, W]
   y = y.select(1, 0);
   return {y.slice(3, 0, a).permute({0, 3, 1, 2}), y.slice(3, a, 5 * a).permute({0, 3, 1, 2})};

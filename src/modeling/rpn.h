@@ -5,6 +5,7 @@
 #include <torch/nn/modules/conv.h>
 
 #include <memory>
+#include <mutex>
 #include <utility>
 #include <vector>
 
@@ -38,6 +39,7 @@ class RPNHeadImpl : public torch::nn::Module {
   std::unique_ptr<InferenceConv> merged_run_;
   torch::nn::Conv2d merged_{nullptr};
   std::vector<int64_t> merged_key_;  // the two modules' parameters it was copied from
+  std::mutex merged_mutex_;          // predict() may run on several threads
 };
 TORCH_MODULE(RPNHead);
 

@@ -277,7 +277,8 @@ at::Tensor InferenceConv::compute(const torch::nn::Conv2dImpl& conv, const Batch
     // their backward passes) over every feature map; gradients reach
     // conv.weight through the product with the frozen scale. The add and ReLU
     // run in place, as torchvision's `out += identity; relu(inplace=True)`.
-    const at::Tensor x4 = to_4d(x), r4 = to_4d(residual);
+    // Float maps: a frozen layer in front may have stored its output in bf16.
+    const at::Tensor x4 = to_4d(x).to(at::kFloat), r4 = residual.defined() ? to_4d(residual).to(at::kFloat) : residual;
     at::Tensor w = conv.weight, b = conv.bias;
     if (bn) {
       auto [scale, shift] = bn->affine();
@@ -304,9 +305,9 @@ at::Tensor InferenceConv::compute(const torch::nn::Conv2dImpl& conv, const Batch
   if (needs_grad || !bn_is_affine || padding == nullptr) {
     // Training ('same'/'valid' or reflect/circular padding too): the modules
     // themselves, so autograd sees torchvision's graph.
-    auto y = const_cast<torch::nn::Conv2dImpl&>(conv).forward(to_4d(x));
+    auto y = const_cast<torch::nn::Conv2dImpl&>(conv).forward(to_4d(x).to(at::kFloat));
     if (bn) y = const_cast<BatchNorm2dImpl*>(bn)->forward(y);
-    if (residual.defined()) y = y + to_4d(residual);
+    if (residual.defined()) y = y + to_4d(residual).to(at::kFloat);
     return relu ? at::relu(y) : y;
   }
   std::shared_ptr<const ops::DnnlConv2d> fast;

@@ -72,10 +72,13 @@ class InferenceConv {
   // relu(bn(conv(x)) + residual); bn and residual optional. x and residual
   // in any FeatureLayout; the result in `out` where oneDNN computes it
   // (blocked only for a multiple of 16 channels), else NCHW.
-  // only_convs_read: the result goes to other InferenceConvs only. Under bf16
-  // precision it is then stored in bf16, which is what the next bf16
-  // convolution would round it to: the same values, half the bytes, and no
-  // f32 -> bf16 reorder before that convolution.
+  // only_convs_read: the result goes to other InferenceConvs only, as their
+  // input or residual. Under bf16 precision, where this convolution computes
+  // in bf16, it is then stored in bf16: what the next bf16 convolution would
+  // round it to anyway, in half the bytes, with no f32 -> bf16 reorder before
+  // that convolution. As a residual it is then added in its rounded value (a
+  // ResNet block's skip path: one more rounding than torchvision's f32 sum).
+  // A convolution with gradients reads a bf16 map as float.
   // residual_writable: the caller gives the residual up (nothing reads it
   // afterwards): the output may be accumulated in its memory.
   at::Tensor operator()(const torch::nn::Conv2dImpl& conv, const BatchNorm2dImpl* bn,

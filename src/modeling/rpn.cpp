@@ -51,8 +51,9 @@ std::pair<std::vector<at::Tensor>, std::vector<at::Tensor>> RPNHeadImpl::forward
   std::vector<at::Tensor> logits, bbox_reg;
   for (auto& f : features) {
     auto t = conv->forward(f);
-    // Blocked maps come from the CPU inference fast path only (no autograd).
-    if (is_blocked(t) && cls_logits->weight.size(0) * 5 <= 16) {
+    // Blocked maps come from the CPU inference fast path only; the merged
+    // copy of the predictors is not theirs, so not where they need gradients.
+    if (is_blocked(t) && cls_logits->weight.size(0) * 5 <= 16 && !predictors_need_grad()) {
       auto [l, b] = predict_merged(t);
       logits.push_back(std::move(l));
       bbox_reg.push_back(std::move(b));
@@ -62,6 +63,13 @@ std::pair<std::vector<at::Tensor>, std::vector<at::Tensor>> RPNHeadImpl::forward
     bbox_reg.push_back((*bbox_pred_run_)(*bbox_pred, nullptr, t, /*relu=*/false));
   }
   return {logits, bbox_reg};
+}
+
+bool RPNHeadImpl::predictors_need_grad() const {
+  if (!at::GradMode::is_enabled()) return false;
+  for (const auto* p : {&cls_logits->weight, &cls_logits->bias, &bbox_pred->weight, &bbox_pred->bias})
+    if (p->defined() && p->requires_grad()) return true;
+  return false;
 }
 
 std::pair<at::Tensor, at::Tensor> RPNHeadImpl::predict_merged(const at::Tensor& t) {

@@ -35,6 +35,7 @@ class RPNHeadImpl : public torch::nn::Module {
   // [H, W, 16]: the map is read once and needs no reorder. The weights are
   // copied from the two modules when they change (not a registered module).
   std::pair<at::Tensor, at::Tensor> predict_merged(const at::Tensor& t);
+  bool predictors_need_grad() const;
   std::unique_ptr<InferenceConv> cls_logits_run_, bbox_pred_run_;  // the two apart (other paths)
   std::unique_ptr<InferenceConv> merged_run_;
   torch::nn::Conv2d merged_{nullptr};

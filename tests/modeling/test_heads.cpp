@@ -8,6 +8,7 @@
 
 #include <c10/core/InferenceMode.h>
 
+#include "maskrcnn/model.h"
 #include "modeling/heads.h"
 #include "modeling/layers.h"
 #include "modeling/rpn.h"
@@ -83,6 +84,8 @@ TEST(RpnHead, MergedPredictorsEqualTheModules) {
         ASSERT_EQ(logits[l].sizes(), ref_logits.sizes());
         ASSERT_EQ(deltas[l].sizes(), ref_deltas.sizes());
         EXPECT_LT(rel(logits[l], ref_logits), 1e-5) << "round " << round << " level " << l;
+        // The merged convolution's [H, W, 16] block, viewed per channel.
+        if (maskrcnn::winograd_available()) EXPECT_EQ(logits[l].stride(1), 1) << "the merged convolution ran";
         EXPECT_LT(rel(deltas[l], ref_deltas), 1e-5) << "round " << round << " level " << l;
       }
     }
@@ -90,12 +93,17 @@ TEST(RpnHead, MergedPredictorsEqualTheModules) {
     head->cls_logits->weight.mul_(-2.0);
     head->bbox_pred->bias.add_(1.0);
   }
-  // Training: the modules' graph, gradients reach both predictors.
+  // Training: the modules' graph, gradients reach both predictors, also
+  // where the 3x3 layer is frozen (its map then comes from the fast path).
   head->train();
-  auto [logits, deltas] = head->forward(features);
-  (logits[0].sum() + deltas[1].sum()).backward();
-  EXPECT_TRUE(head->cls_logits->weight.grad().defined());
-  EXPECT_TRUE(head->bbox_pred->weight.grad().defined());
+  for (bool frozen_conv : {false, true}) {
+    for (auto& p : head->conv->parameters()) p.requires_grad_(!frozen_conv);
+    for (auto* p : {&head->cls_logits->weight, &head->bbox_pred->weight}) p->mutable_grad() = at::Tensor();
+    auto [logits, deltas] = head->forward(features);
+    (logits[0].sum() + deltas[1].sum()).backward();
+    EXPECT_TRUE(head->cls_logits->weight.grad().defined()) << frozen_conv;
+    EXPECT_TRUE(head->bbox_pred->weight.grad().defined()) << frozen_conv;
+  }
 }
 
 }  // namespace

@@ -366,6 +366,31 @@ TEST_F(InferenceConvTest, Bf16OutputWithAResidualRoundsTheSumOnce) {
   maskrcnn::set_inference_precision(maskrcnn::Precision::F32);
 }
 
+// Training under bf16 precision: frozen layers take the inference path and
+// may store their outputs in bf16 (a ResNet body's block outputs); a layer
+// with gradients reads such a map, and such a residual, as float.
+TEST_F(InferenceConvTest, TrainingReadsBf16MapsOfFrozenLayersAsFloat) {
+  using maskrcnn::modeling::FeatureLayout;
+  maskrcnn::set_inference_precision(maskrcnn::Precision::BF16);
+  if (maskrcnn::inference_precision() != maskrcnn::Precision::BF16) return;  // no bf16 on this CPU
+  Layer frozen(32, 32, 1, 1, true), frozen_r(32, 48, 1, 1, true), trained(32, 48, 3, 1, true);
+  frozen.conv->weight.requires_grad_(false);
+  frozen_r.conv->weight.requires_grad_(false);
+  auto x = at::randn({1, 32, 12, 10});
+  InferenceConv run_frozen, run_frozen_r, run_trained;
+  const auto y = run_frozen(*frozen.conv, frozen.bn.get(), x, true, {}, FeatureLayout::Blocked16, true);
+  const auto r = run_frozen_r(*frozen_r.conv, frozen_r.bn.get(), x, false, {}, FeatureLayout::Blocked16, true);
+  ASSERT_EQ(y.scalar_type(), at::kBFloat16);
+  ASSERT_EQ(r.scalar_type(), at::kBFloat16);
+  auto z = run_trained(*trained.conv, trained.bn.get(), y, true, r);
+  ASSERT_EQ(z.scalar_type(), at::kFloat);
+  z.sum().backward();
+  EXPECT_TRUE(trained.conv->weight.grad().defined());
+  const auto y32 = maskrcnn::modeling::to_4d(y).to(at::kFloat), r32 = maskrcnn::modeling::to_4d(r).to(at::kFloat);
+  EXPECT_LT(max_rel_diff(z.detach(), trained.reference(y32, true, r32)), 1e-5);
+  maskrcnn::set_inference_precision(maskrcnn::Precision::F32);
+}
+
 // residual_writable: the output is accumulated in the residual's memory (and
 // returned) where the residual is a float map in the output's layout; the
 // values are those of the run into a fresh output. Other layouts copy as before.

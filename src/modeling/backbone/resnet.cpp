@@ -58,11 +58,13 @@ at::Tensor ResNetBlockImpl::run(const at::Tensor& x, bool x_writable) {
   // in the identity's memory where nothing else reads it (the downsample's
   // output, or an input given up), instead of in a copy of it.
   // Maps stay in oneDNN's blocked layout between the layers (feature_layout.h).
-  // Under bf16 precision every map of the body is stored in bf16: only
+  // Under bf16 precision the body's maps after the stem are stored in bf16
+  // where their convolution computes in bf16 (all of ResNet-50's; a 3x3 on a
+  // large float map runs f32 Winograd, see inference_conv.cpp): only
   // convolutions read them (this block's, the next block's, the FPN's
-  // lateral ones), as their input or as the residual their sum adds in f32
-  // before rounding once. The float maps cost a f32 -> bf16 reorder before
-  // each reading convolution, and twice the memory traffic.
+  // lateral ones), as their input or as the residual their sum adds in f32.
+  // Float maps cost a f32 -> bf16 reorder before each reading convolution,
+  // and twice the memory traffic.
   constexpr auto blocked = FeatureLayout::Blocked16;
   constexpr bool convs_read = true;
   at::Tensor projected;

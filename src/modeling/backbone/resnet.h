@@ -23,6 +23,8 @@ class ResNetBlockImpl : public torch::nn::Module {
   ResNetBlockImpl(bool bottleneck, int64_t inplanes, int64_t planes, int64_t stride,
                   bool downsample, NormSpec norm);
   ~ResNetBlockImpl() override;
+  // At CPU inference under bf16 precision the output is a bf16 map (what
+  // the next convolutions read; see resnet.cpp).
   at::Tensor forward(const at::Tensor& x);
   // forward(x) where the caller gives x up: where nothing else holds it, its
   // memory may take the block's output (the residual add accumulates there).
@@ -42,8 +44,9 @@ class ResNetBodyImpl : public torch::nn::Module {
  public:
   ResNetBodyImpl(int depth, NormSpec norm);
   // Outputs of layer1..layer4 ("0".."3" in torchvision's IntermediateLayerGetter).
-  std::vector<at::Tensor> forward(const at::Tensor& x);  // layer1..4 outputs, NCHW
-  // The same maps, blocked where oneDNN computed them (feature_layout.h).
+  std::vector<at::Tensor> forward(const at::Tensor& x);  // layer1..4 outputs, NCHW float
+  // The same maps, blocked where oneDNN computed them (feature_layout.h), in
+  // bf16 where it computed them in bf16 (for the FPN's lateral convolutions).
   std::vector<at::Tensor> features(const at::Tensor& x);
   // Channels of layer1..layer4's outputs.
   std::vector<int64_t> out_channels() const { return out_channels_; }

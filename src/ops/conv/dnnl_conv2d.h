@@ -30,7 +30,7 @@ struct DnnlConvOptions {
   // With bf16: the output stored in bf16 (rounded to nearest even, as the
   // next bf16 convolution would round an f32 one), for maps only bf16
   // convolutions read. With a residual, the sum is accumulated in f32 and
-  // rounded once into the bf16 output.
+  // rounded into the bf16 output (a float residual is rounded to bf16 first).
   bool bf16_output = false;
   bool relu = false;      // fused, after the residual add
   bool residual = false;  // forward() adds a residual of the output's shape

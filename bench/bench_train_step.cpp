@@ -30,7 +30,7 @@ int main(int argc, char** argv) {
     // MASKRCNN_SCRATCHPAD_MB: Winograd's scratchpad budget (default 128; 0 no limit).
     if (const char* mb = std::getenv("MASKRCNN_SCRATCHPAD_MB"))
       maskrcnn::set_winograd_scratchpad_budget(std::stoull(mb) << 20);
-    auto model = maskrcnn::MaskRCNN::from_checkpoint(argv[1]);
+    auto model = maskrcnn::load_model(argv[1]);
     model.train(true);
     std::map<std::string, at::Tensor> batch;
     for (auto& [k, v] : maskrcnn::load_state_dict(argv[2])) batch[k] = v;

@@ -1,10 +1,13 @@
 # The project's libraries. Sources are globbed per folder so that adding a file
 # needs no edit here (CONFIGURE_DEPENDS re-globs on every build).
 #
-#   maskrcnn_checkpoint  .pth reading/writing            (LibTorch only)
-#   maskrcnn_core        ops + model + losses            (LibTorch only)
-#   maskrcnn_coco        RLE, COCO JSON, COCO evaluation (no LibTorch)
-#   maskrcnn             images, drawing, predictor glue (all of the above + OpenCV)
+# Bottom up (a library uses only those above it in this list):
+#   maskrcnn_checkpoint  src/io/checkpoint: .pth reading/writing           (LibTorch only)
+#   maskrcnn_core        src/common, src/ops, src/backend/cpu, src/modeling:
+#                        ground types, kernels, the CPU fast path, the model (LibTorch only)
+#   maskrcnn_coco        src/io/coco, src/evaluation: RLE, COCO JSON, COCOeval (no LibTorch)
+#   maskrcnn             src/image, src/api, src/data, src/engine: images and drawing,
+#                        model loading with its sidecar, results, data, training (+ OpenCV)
 
 set(MASKRCNN_INCLUDE ${PROJECT_SOURCE_DIR}/include)
 
@@ -32,9 +35,10 @@ target_include_directories(maskrcnn_checkpoint PUBLIC
 target_link_libraries(maskrcnn_checkpoint PUBLIC ${TORCH_LIBRARIES})
 
 file(GLOB_RECURSE CORE_SOURCES CONFIGURE_DEPENDS
+  ${PROJECT_SOURCE_DIR}/src/common/*.cpp
   ${PROJECT_SOURCE_DIR}/src/ops/*.cpp
-  ${PROJECT_SOURCE_DIR}/src/modeling/*.cpp
-  ${PROJECT_SOURCE_DIR}/src/structures/*.cpp)
+  ${PROJECT_SOURCE_DIR}/src/backend/cpu/*.cpp
+  ${PROJECT_SOURCE_DIR}/src/modeling/*.cpp)
 # oneDNN, called directly for Winograd convolutions and matmuls at inference (the library
 # Debian's LibTorch links; a pip LibTorch hides its copy, so it is optional).
 set(MASKRCNN_HAVE_DNNL OFF)
@@ -91,12 +95,12 @@ target_include_directories(maskrcnn_coco PUBLIC
 target_link_libraries(maskrcnn_coco PUBLIC Threads::Threads PRIVATE simdjson::simdjson nlohmann_json::nlohmann_json)
 
 find_package(OpenCV REQUIRED COMPONENTS core imgproc imgcodecs)
-file(GLOB MASKRCNN_IO_SOURCES CONFIGURE_DEPENDS
-  ${PROJECT_SOURCE_DIR}/src/io/*.cpp
+file(GLOB MASKRCNN_SOURCES CONFIGURE_DEPENDS
+  ${PROJECT_SOURCE_DIR}/src/image/*.cpp
+  ${PROJECT_SOURCE_DIR}/src/api/*.cpp
   ${PROJECT_SOURCE_DIR}/src/data/*.cpp
   ${PROJECT_SOURCE_DIR}/src/engine/*.cpp)
-list(REMOVE_ITEM MASKRCNN_IO_SOURCES ${PROJECT_SOURCE_DIR}/src/io/atomic_file.cpp)
-maskrcnn_static_library(maskrcnn ${MASKRCNN_IO_SOURCES})
+maskrcnn_static_library(maskrcnn ${MASKRCNN_SOURCES})
 target_include_directories(maskrcnn PUBLIC
   $<BUILD_INTERFACE:${MASKRCNN_INCLUDE}> $<INSTALL_INTERFACE:include>
   PRIVATE ${PROJECT_SOURCE_DIR}/src ${OpenCV_INCLUDE_DIRS})

@@ -12,15 +12,13 @@ int main(int argc, char** argv) {
     return 2;
   }
   try {
-    auto model = maskrcnn::MaskRCNN::from_checkpoint(argv[1]);
-    at::Tensor rgb = maskrcnn::read_image(argv[2]);
-    maskrcnn::Detections dets = model.predict({maskrcnn::to_float_image(rgb)}).at(0);
-    const auto& names = maskrcnn::coco_category_names();
+    auto model = maskrcnn::load_model(argv[1]);        // + its sidecar .json, if any
+    at::Tensor rgb = maskrcnn::read_image(argv[2]);    // uint8 [3, H, W]
+    maskrcnn::Detections dets = model.predict({rgb}).at(0);
+    const auto& names = model.class_names();
     for (int64_t i = 0; i < dets.size(); ++i) {
       const int64_t label = dets.labels[i].item<int64_t>();
-      const bool coco = model.config().num_classes == 91;
-      std::printf("%-14s %.3f  box %.0f,%.0f,%.0f,%.0f  mask %ld px\n",
-                  coco ? names[label].c_str() : std::to_string(label).c_str(),
+      std::printf("%-14s %.3f  box %.0f,%.0f,%.0f,%.0f  mask %ld px\n", names.at(label).c_str(),
                   dets.scores[i].item<float>(), dets.boxes[i][0].item<float>(),
                   dets.boxes[i][1].item<float>(), dets.boxes[i][2].item<float>(),
                   dets.boxes[i][3].item<float>(),
@@ -28,7 +26,7 @@ int main(int argc, char** argv) {
     }
     if (argc > 3) {
       maskrcnn::DrawOptions draw;
-      if (model.config().num_classes == 91) draw.class_names = names;
+      draw.class_names = names;
       maskrcnn::write_png(argv[3], maskrcnn::draw_detections(rgb, dets, draw));
     }
   } catch (const maskrcnn::Error& e) {

@@ -69,9 +69,9 @@ int run_predict(const PredictArgs& a) {
   if (a.max_size_given) o.max_size = a.max_size;
   o.box_score_thresh = a.score_thresh;
   o.box_detections_per_img = a.max_detections;
-  std::vector<std::string> names;
-  auto model = load_model(weights, o, &names);  // + model_final.json's sizes and names
-  if (!a.labels_file.empty()) names = read_labels(a.labels_file);
+  auto model = load_model(weights, o);  // + model_final.json's sizes and names
+  const std::vector<std::string> names =
+      a.labels_file.empty() ? model.class_names() : read_labels(a.labels_file);
   model.to(device);
 
   if (!a.output_dir.empty()) std::filesystem::create_directories(a.output_dir);
@@ -90,7 +90,7 @@ int run_predict(const PredictArgs& a) {
       ImageReadOptions ro;
       ro.max_pixels = a.max_pixels;
       auto rgb = read_image(path, ro);
-      auto dets = model.predict({to_float_image(rgb)}).at(0);
+      auto dets = model.predict({rgb}).at(0);
       const double secs =
           std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       const std::string file_name = std::filesystem::path(path).filename().string();

@@ -24,7 +24,7 @@ int main(int argc, char** argv) {
   try {
     if (!torch::cuda::is_available()) throw std::runtime_error("no CUDA device");
     const at::Device gpu(at::kCUDA, 0);
-    auto model = maskrcnn::MaskRCNN::from_checkpoint(argv[1]);
+    auto model = maskrcnn::load_model(maskrcnn::load_state_dict(argv[1]), {}, argv[1]);
     model.to(gpu);
     at::Tensor image;
     for (auto& kv : maskrcnn::load_state_dict(argv[2]))

@@ -13,12 +13,9 @@
 #include <utility>
 #include <vector>
 
-#include <ATen/core/Tensor.h>
+#include "maskrcnn/types.h"
 
 namespace maskrcnn {
-
-// An ordered state dict: (key, tensor), in file order.
-using StateDict = std::vector<std::pair<std::string, at::Tensor>>;
 
 // Reads a torch.save'd state dict: zip format (torch >= 1.6) and the legacy format
 // (magic-number pickle stream, torch < 1.6). Accepts OrderedDict (with its `_metadata`

@@ -4,6 +4,8 @@
 #include <string>
 #include <vector>
 
+#include "maskrcnn/types.h"
+
 namespace maskrcnn {
 
 enum class Arch { V1, V2 };  // maskrcnn_resnet50_fpn, maskrcnn_resnet50_fpn_v2
@@ -62,5 +64,10 @@ Arch parse_arch(const std::string& name);
 // "resnet18" / "resnet34" / "resnet50" / "resnet101" -> the depth. Throws
 // maskrcnn::Error naming the value on anything else.
 int parse_backbone(const std::string& name);
+
+// The config a torchvision state dict implies: v1 or v2, backbone depth and
+// class count from its keys and shapes (torchvision's older key names too).
+// Throws maskrcnn::Error naming `source` when it is no Mask R-CNN.
+MaskRCNNConfig infer_config(const StateDict& state, const std::string& source);
 
 }  // namespace maskrcnn

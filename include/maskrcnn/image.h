@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "maskrcnn/model.h"
+#include "maskrcnn/types.h"
 
 namespace maskrcnn {
 

@@ -4,17 +4,22 @@
 //
 //   #include <maskrcnn/maskrcnn.h>
 //
-//   // torchvision checkpoints load directly (zip or legacy .pth, v1 or v2).
-//   auto model = maskrcnn::MaskRCNN::from_checkpoint(maskrcnn::default_weights_path());
+//   // torchvision checkpoints load directly (zip or legacy .pth, v1 or v2); a
+//   // model `maskrcnn train` wrote brings its class names and input sizes.
+//   auto model = maskrcnn::load_model(maskrcnn::default_weights_path());
 //   at::Tensor rgb = maskrcnn::read_image("street.jpg");          // uint8 [3, H, W]
-//   auto dets = model.predict({maskrcnn::to_float_image(rgb)})[0];
+//   auto dets = model.predict({rgb})[0];                          // uint8, or float in [0, 1]
 //   for (int64_t i = 0; i < dets.size(); ++i) {
-//     int64_t label = dets.labels[i].item<int64_t>();            // COCO category id
+//     const std::string& name = model.class_names()[dets.labels[i].item<int64_t>()];
 //     float score = dets.scores[i].item<float>();
 //     at::Tensor mask = dets.binary_mask(i, 0.5);                  // uint8 [H, W]
 //   }
-//   maskrcnn::write_png("out.png", maskrcnn::draw_detections(rgb, dets,
-//                        {0.5, 0.45, maskrcnn::coco_category_names()}));
+//   maskrcnn::DrawOptions draw;
+//   draw.class_names = model.class_names();
+//   maskrcnn::write_png("out.png", maskrcnn::draw_detections(rgb, dets, draw));
+//
+//   // Faster CPU inference (process-wide; see cpu_settings.h):
+//   maskrcnn::set_inference_precision(maskrcnn::Precision::BF16);
 //
 //   // Training / fine-tuning on COCO-format data (what `maskrcnn train` runs):
 //   maskrcnn::TrainOptions t;
@@ -32,6 +37,7 @@
 
 #include "maskrcnn/checkpoint.h"
 #include "maskrcnn/config.h"
+#include "maskrcnn/cpu_settings.h"
 #include "maskrcnn/error.h"
 #include "maskrcnn/coco_eval.h"
 #include "maskrcnn/evaluator.h"
@@ -42,3 +48,4 @@
 #include "maskrcnn/results.h"
 #include "maskrcnn/rle.h"
 #include "maskrcnn/trainer.h"
+#include "maskrcnn/types.h"

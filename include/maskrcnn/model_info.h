@@ -8,7 +8,6 @@
 #include <vector>
 
 #include "maskrcnn/config.h"
-#include "maskrcnn/model.h"
 
 namespace maskrcnn {
 
@@ -24,10 +23,5 @@ void write_model_info(const std::string& weights_path, const ModelInfo& info);
 // nullopt when there is no such file; maskrcnn::Error naming it when it is malformed.
 std::optional<ModelInfo> read_model_info(const std::string& weights_path);
 
-// MaskRCNN::from_checkpoint with the sidecar's input sizes (unless `overrides`
-// sets them). class_names (if not null) gets the sidecar's names, else COCO's
-// for a 91-class model, else stays empty.
-MaskRCNN load_model(const std::string& weights_path, ModelOverrides overrides = {},
-                    std::vector<std::string>* class_names = nullptr);
 
 }  // namespace maskrcnn

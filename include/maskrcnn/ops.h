@@ -4,6 +4,8 @@
 #pragma once
 #include <ATen/core/Tensor.h>
 
+#include <vector>
+
 namespace maskrcnn::ops {
 
 // torchvision.ops.roi_align. input: [N, C, H, W]; rois: [K, 5] (batch index, x1, y1, x2, y2).
@@ -11,6 +13,15 @@ namespace maskrcnn::ops {
 at::Tensor roi_align(const at::Tensor& input, const at::Tensor& rois, double spatial_scale,
                      int64_t pooled_height, int64_t pooled_width, int64_t sampling_ratio,
                      bool aligned);
+
+// RoIAlign over several feature levels (MultiScaleRoIAlign's pooling): RoI k
+// is pooled from features[levels[k]] with scales[levels[k]]. Maps may be
+// NCHW, channels-last or blocked [N, C/16, H, W, 16]. Returns
+// [K, C, output_size, output_size], row k for RoI k. CPU float maps without
+// gradients take one pass over the RoIs; otherwise roi_align per level.
+at::Tensor multi_level_roi_align(const std::vector<at::Tensor>& features, const at::Tensor& rois,
+                                 const at::Tensor& levels, const std::vector<double>& scales,
+                                 int64_t output_size, int64_t sampling_ratio, bool aligned);
 
 // torchvision.ops.nms: indices of kept boxes, by decreasing score (stable for ties).
 // Suppresses a box when its IoU with a kept, higher-scoring box is > iou_threshold.

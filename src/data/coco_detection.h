@@ -20,11 +20,11 @@
 #include <vector>
 
 #include "maskrcnn/coco.h"
-#include "maskrcnn/model.h"
+#include "maskrcnn/types.h"
 
 namespace maskrcnn::data {
 
-// The model's ground truth type (maskrcnn/model.h): boxes float32 [N, 4]
+// The model's ground truth type (maskrcnn/types.h): boxes float32 [N, 4]
 // x1 y1 x2 y2 in pixels, labels int64 [N] (category ids), masks uint8
 // [N, H, W] 0/1, and sampling_seed, which get() leaves 0 and TrainLoader sets
 // per (iteration, image) so that RPN/RoI sampling is reproducible too.

@@ -34,7 +34,7 @@ DatasetInferenceReport run_model_on_coco(const MaskRCNN& model, const std::strin
         throw Error(path + ": image is " + std::to_string(rgb.size(2)) + "x" +
                     std::to_string(rgb.size(1)) + " but " + annotations + " says " +
                     std::to_string(img.width) + "x" + std::to_string(img.height));
-      auto dets = model.predict({to_float_image(rgb)}).at(0);
+      auto dets = model.predict({rgb}).at(0);
       report.detections += dets.size();
       writer.add(img.id, img.file_name, dets, options.mask_threshold);
     } catch (const Error& e) {

@@ -22,21 +22,20 @@ MaskRCNNConfig with_training_sizes(MaskRCNNConfig cfg, const TrainOptions& o) {
 
 }  // namespace
 
-MaskRCNN build_training_model(const TrainOptions& o, int num_classes) {
+MaskRCNN build_training_model(const TrainOptions& o, int num_classes, std::vector<std::string> class_names) {
   torch::manual_seed(o.seed);
   if (!o.weights.empty()) {
-    auto state = load_state_dict(o.weights);
-    auto cfg = infer_config(state, o.weights);
-    if (o.arch && *o.arch != cfg.arch)
-      throw Error(o.weights + ": checkpoint holds a " + cfg.arch_name() + " model, not " +
-                  MaskRCNNConfig{*o.arch}.arch_name());
-    cfg.min_size = o.min_size;
-    cfg.max_size = o.max_size;
-    cfg.trainable_backbone_layers = o.trainable_backbone_layers >= 0 ? o.trainable_backbone_layers : 3;
-    MaskRCNN model(with_training_sizes(cfg, o));
-    model.load_state_dict(state, o.weights);
-    if (cfg.num_classes != num_classes) model.reset_predictors(num_classes);
-    return model;
+    ModelOverrides mo;
+    mo.arch = o.arch;
+    mo.num_classes = num_classes;
+    mo.new_predictors = true;  // fine-tuning on another label set
+    mo.min_size = o.min_size;
+    mo.max_size = o.max_size;
+    mo.trainable_backbone_layers = o.trainable_backbone_layers >= 0 ? o.trainable_backbone_layers : 3;
+    mo.box_batch_size_per_image = o.rois_per_image;
+    mo.rpn_top_n_train = o.proposals_per_image;
+    mo.class_names = std::move(class_names);
+    return load_model(o.weights, mo);
   }
   MaskRCNNConfig cfg;
   cfg.arch = o.arch.value_or(Arch::V1);
@@ -49,7 +48,7 @@ MaskRCNN build_training_model(const TrainOptions& o, int num_classes) {
   cfg.trainable_backbone_layers = o.trainable_backbone_layers >= 0 ? o.trainable_backbone_layers : 5;
   cfg.min_size = o.min_size;
   cfg.max_size = o.max_size;
-  return MaskRCNN(with_training_sizes(cfg, o));
+  return MaskRCNN(with_training_sizes(cfg, o), std::move(class_names));
 }
 
 double learning_rate(const TrainOptions& o, int64_t it, int64_t total) {
@@ -93,7 +92,7 @@ ResumedState load_training_checkpoint(const std::string& path, const TrainOption
     else if (k == "meta.iteration") next = v.item<int64_t>();
   }
   if (next < 0) throw Error(path + ": not a training checkpoint (no meta.iteration)");
-  MaskRCNN model(with_training_sizes(info->config, o));
+  MaskRCNN model(with_training_sizes(info->config, o), info->class_names);
   model.load_state_dict(weights, path);
   return {std::move(model), next, std::move(momentum)};
 }

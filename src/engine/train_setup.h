@@ -12,9 +12,11 @@
 
 namespace maskrcnn::engine {
 
-// Random init, or the weights of options.weights with fresh predictors when
-// the class count differs (fine-tuning). Seeds torch's generator first.
-MaskRCNN build_training_model(const TrainOptions& options, int num_classes);
+// Random init, or the weights of options.weights (load_model) with fresh
+// predictors when the class count differs (fine-tuning). Seeds torch's
+// generator first. class_names: the data set's (index = label).
+MaskRCNN build_training_model(const TrainOptions& options, int num_classes,
+                              std::vector<std::string> class_names = {});
 
 // torchvision reference schedule: linear warm-up from warmup_factor, then x0.1
 // at each step.

@@ -1,5 +1,5 @@
 #include "modeling/anchor_generator.h"
-#include "modeling/feature_layout.h"
+#include "ops/map_layout.h"
 
 #include <ATen/ATen.h>
 
@@ -23,8 +23,8 @@ at::Tensor AnchorGenerator::cell_anchors(double size) const {
 at::Tensor AnchorGenerator::anchors(int64_t padded_height, int64_t padded_width,
                                     const std::vector<at::Tensor>& feature_maps) const {
   std::vector<int64_t> key{padded_height, padded_width};
-  for (auto& f : feature_maps) {  // in any FeatureLayout
-    const auto [h, w] = map_size(f);
+  for (auto& f : feature_maps) {  // in any ops::MapLayout
+    const auto [h, w] = ops::map_size(f);
     key.push_back(h);
     key.push_back(w);
   }
@@ -41,7 +41,7 @@ at::Tensor AnchorGenerator::anchors(int64_t padded_height, int64_t padded_width,
   }
   std::vector<at::Tensor> per_level;
   for (size_t l = 0; l < feature_maps.size(); ++l) {
-    const auto [gh, gw] = map_size(feature_maps[l]);
+    const auto [gh, gw] = ops::map_size(feature_maps[l]);
     const int64_t stride_h = padded_height / gh, stride_w = padded_width / gw;
     auto shifts_x = at::arange(0, gw, at::kInt) * stride_w;
     auto shifts_y = at::arange(0, gh, at::kInt) * stride_h;

@@ -2,8 +2,8 @@
 
 #include <ATen/ATen.h>
 
-#include "modeling/inference_conv.h"
-#include "modeling/stage_profile.h"
+#include "backend/cpu/inference_conv.h"
+#include "common/stage_profile.h"
 
 namespace maskrcnn::modeling {
 
@@ -22,15 +22,15 @@ LossTerms GeneralizedRCNNImpl::forward_train(const std::vector<at::Tensor>& imag
   bool batch_statistics = false;
   for (auto& m : modules())
     if (auto* bn = dynamic_cast<BatchNorm2dImpl*>(m.get())) batch_statistics |= !bn->frozen() && bn->is_training();
-  DirectTrainingConvs exact(batch_statistics);  // why: inference_conv.h
+  cpu::DirectTrainingConvs exact(batch_statistics);  // why: inference_conv.h
   ImageBatch batch;
   {
-    ScopedStage stage("transform");
+    common::ScopedStage stage("transform");
     batch = transform_(images, targets);
   }
   auto features = backbone->forward(batch.tensors);
   auto proposals = rpn->forward(batch, features, &targets);
-  ScopedStage stage("roi_heads.train");
+  common::ScopedStage stage("roi_heads.train");
   LossTerms losses = roi_heads->forward_train(features, proposals.boxes, batch.image_sizes, targets);
   for (auto& l : proposals.losses) losses.push_back(l);
   return losses;
@@ -41,13 +41,13 @@ std::vector<Detections> GeneralizedRCNNImpl::forward(const std::vector<at::Tenso
   for (auto& im : images) original_sizes.emplace_back(im.size(-2), im.size(-1));
   ImageBatch batch;
   {
-    ScopedStage stage("transform");
+    common::ScopedStage stage("transform");
     batch = transform_(images);
   }
   auto features = backbone->features(batch.tensors);  // blocked where oneDNN computed them
   auto proposals = rpn->forward(batch, features);
   auto dets = roi_heads->forward(features, proposals.boxes, batch.image_sizes);
-  ScopedStage stage("paste");
+  common::ScopedStage stage("paste");
   std::vector<Detections> out;
   for (size_t i = 0; i < dets.size(); ++i)
     out.push_back(postprocess_detections(dets[i], batch.image_sizes[i], original_sizes[i]));

@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "maskrcnn/config.h"
-#include "maskrcnn/model.h"
+#include "maskrcnn/types.h"
 #include "modeling/backbone/fpn.h"
 #include "modeling/roi_heads.h"
 #include "modeling/rpn.h"

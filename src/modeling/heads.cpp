@@ -4,7 +4,7 @@
 #include <torch/nn/init.h>
 #include <torch/version.h>
 
-#include "modeling/stage_profile.h"
+#include "common/stage_profile.h"
 
 namespace maskrcnn::modeling {
 
@@ -31,15 +31,15 @@ BoxHeadImpl::BoxHeadImpl(int64_t in_channels, int64_t resolution, int64_t repres
 at::Tensor BoxHeadImpl::forward(const at::Tensor& x) {
   if (!conv_fc_) {
     auto y = fc6_run_(*fc6, x.flatten(1), /*relu=*/true);
-    add_linear_flops(y, fc6->weight);
+    common::add_linear_flops(y, fc6->weight);
     auto z = fc7_run_(*fc7, y, /*relu=*/true);
-    add_linear_flops(z, fc7->weight);
+    common::add_linear_flops(z, fc7->weight);
     return z;
   }
   auto y = x;
   for (auto& c : convs_) y = c->forward(y);
   auto z = fc_run_(*fc, y.flatten(1), /*relu=*/true);
-  add_linear_flops(z, fc->weight);
+  common::add_linear_flops(z, fc->weight);
   return z;
 }
 
@@ -51,8 +51,8 @@ FastRCNNPredictorImpl::FastRCNNPredictorImpl(int64_t in_channels, int64_t num_cl
 std::pair<at::Tensor, at::Tensor> FastRCNNPredictorImpl::forward(const at::Tensor& x) {
   auto f = x.flatten(1);
   auto scores = cls_score_run_(*cls_score, f, false), deltas = bbox_pred_run_(*bbox_pred, f, false);
-  add_linear_flops(scores, cls_score->weight);
-  add_linear_flops(deltas, bbox_pred->weight);
+  common::add_linear_flops(scores, cls_score->weight);
+  common::add_linear_flops(deltas, bbox_pred->weight);
   return {scores, deltas};
 }
 
@@ -64,7 +64,7 @@ MaskHeadImpl::MaskHeadImpl(int64_t in_channels, bool batch_norm) {
     convs_.push_back(register_module(std::to_string(i), ConvNormAct(o)));
     // Blocked between the layers; the last channels-last, so that
     // forward_selected's rows [(n, i, j), c] are a view, not a copy.
-    convs_.back()->set_output_layout(i < 3 ? FeatureLayout::Blocked16 : FeatureLayout::ChannelsLast);
+    convs_.back()->set_output_layout(i < 3 ? ops::MapLayout::Blocked16 : ops::MapLayout::ChannelsLast);
     convs_.back()->set_only_convs_read(i < 3);
     c = 256;
   }
@@ -89,9 +89,9 @@ MaskRCNNPredictorImpl::MaskRCNNPredictorImpl(int64_t in_channels, int64_t dim_re
 
 at::Tensor MaskRCNNPredictorImpl::forward(const at::Tensor& x) {
   auto up = conv5_mask->forward(x);
-  add_conv_transpose_flops(x, conv5_mask->weight);
+  common::add_conv_transpose_flops(x, conv5_mask->weight);
   auto logits = mask_fcn_logits->forward(up.relu_());
-  add_conv_flops(logits, mask_fcn_logits->weight);
+  common::add_conv_flops(logits, mask_fcn_logits->weight);
   return logits;
 }
 
@@ -129,11 +129,11 @@ at::Tensor MaskRCNNPredictorImpl::forward_selected(const at::Tensor& x, const at
   auto up = conv5_mask_run_.try_forward(rows, {weight, conv5_mask->bias}, gemm_weights, /*relu=*/true);
   if (!up.defined())
     up = at::mm(rows, weight.permute({0, 2, 3, 1}).reshape({ic, 4 * oc})).add_(conv5_mask->bias.repeat({4})).relu_();
-  add_stage_flops(2.0 * static_cast<double>(n * h * w) * static_cast<double>(ic * 4 * oc));
+  common::add_stage_flops(2.0 * static_cast<double>(n * h * w) * static_cast<double>(ic * 4 * oc));
   const auto& lw = mask_fcn_logits->weight;  // [classes, OC, 1, 1]
   auto w_sel = lw.reshape({lw.size(0), oc}).index_select(0, labels).unsqueeze(2);  // [N, OC, 1]
   auto logits = at::bmm(up.view({n, h * w * 4, oc}), w_sel);                          // [N, (i,j,ky,kx), 1]
-  add_stage_flops(2.0 * static_cast<double>(n * h * w * 4) * static_cast<double>(oc));
+  common::add_stage_flops(2.0 * static_cast<double>(n * h * w * 4) * static_cast<double>(oc));
   logits = logits.view({n, h, w, 2, 2}).permute({0, 1, 3, 2, 4}).reshape({n, 1, 2 * h, 2 * w});
   return logits + mask_fcn_logits->bias.index_select(0, labels).view({n, 1, 1, 1});
 }

@@ -11,7 +11,7 @@
 #include <utility>
 #include <vector>
 
-#include "modeling/inference_linear.h"
+#include "backend/cpu/inference_linear.h"
 #include "modeling/layers.h"
 
 namespace maskrcnn::modeling {
@@ -26,7 +26,7 @@ class BoxHeadImpl : public torch::nn::Module {
   bool conv_fc_;
   torch::nn::Linear fc6{nullptr}, fc7{nullptr}, fc{nullptr};
   std::vector<ConvNormAct> convs_;
-  InferenceLinear fc6_run_, fc7_run_, fc_run_;  // bf16 with --precision bf16
+  cpu::InferenceLinear fc6_run_, fc7_run_, fc_run_;  // bf16 with --precision bf16
 };
 TORCH_MODULE(BoxHead);
 
@@ -39,7 +39,7 @@ class FastRCNNPredictorImpl : public torch::nn::Module {
  private:
   // f32 even with --precision bf16: the class scores decide which detections
   // are kept, and these layers are 3% of the box head's arithmetic.
-  InferenceLinear cls_score_run_{false}, bbox_pred_run_{false};
+  cpu::InferenceLinear cls_score_run_{false}, bbox_pred_run_{false};
 };
 TORCH_MODULE(FastRCNNPredictor);
 
@@ -65,7 +65,7 @@ class MaskRCNNPredictorImpl : public torch::nn::Module {
   torch::nn::Conv2d mask_fcn_logits{nullptr};
 
  private:
-  InferenceLinear conv5_mask_run_;  // the transposed convolution as one GEMM
+  cpu::InferenceLinear conv5_mask_run_;  // the transposed convolution as one GEMM
 };
 TORCH_MODULE(MaskRCNNPredictor);
 

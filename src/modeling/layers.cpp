@@ -2,7 +2,7 @@
 
 #include <torch/nn/init.h>
 
-#include "modeling/inference_conv.h"
+#include "backend/cpu/inference_conv.h"
 
 namespace maskrcnn::modeling {
 
@@ -28,7 +28,7 @@ std::pair<at::Tensor, at::Tensor> BatchNorm2dImpl::affine() const {
   return {scale, shift};
 }
 
-at::Tensor BatchNorm2dImpl::forward(const at::Tensor& x) {
+at::Tensor BatchNorm2dImpl::normalize(const at::Tensor& x) const {
   if (frozen_) {
     auto [scale, shift] = affine();
     return x * scale.reshape({1, -1, 1, 1}) + shift.reshape({1, -1, 1, 1});
@@ -41,7 +41,7 @@ at::Tensor BatchNorm2dImpl::forward(const at::Tensor& x) {
 }
 
 ConvNormActImpl::ConvNormActImpl(const Options& o)
-    : relu_(o.relu), run_(std::make_unique<InferenceConv>()) {
+    : relu_(o.relu), run_(std::make_unique<cpu::InferenceConv>()) {
   const int64_t pad = o.padding >= 0 ? o.padding : (o.kernel - 1) / 2 * o.dilation;
   conv = register_module("0", torch::nn::Conv2d(torch::nn::Conv2dOptions(o.in, o.out, o.kernel)
                                                     .stride(o.stride)

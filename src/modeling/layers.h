@@ -7,21 +7,29 @@
 #include <torch/nn/modules/conv.h>
 #include <torch/nn/modules/linear.h>
 
-#include "modeling/feature_layout.h"
+#include "backend/cpu/conv_norm.h"
+#include "ops/map_layout.h"
+
+namespace maskrcnn::cpu {
+class InferenceConv;
+}
 
 namespace maskrcnn::modeling {
 
-class InferenceConv;
-
 // BatchNorm2d or FrozenBatchNorm2d (buffers only, no num_batches_tracked).
-class BatchNorm2dImpl : public torch::nn::Module {
+class BatchNorm2dImpl : public torch::nn::Module, public cpu::ConvNorm {
  public:
   BatchNorm2dImpl(int64_t channels, bool frozen, double eps);
-  at::Tensor forward(const at::Tensor& x);
-  bool frozen() const { return frozen_; }
+  at::Tensor forward(const at::Tensor& x) { return normalize(x); }
+  at::Tensor normalize(const at::Tensor& x) const override;
+  bool frozen() const override { return frozen_; }
+  bool batch_statistics() const override { return !frozen_ && is_training(); }
   double eps() const { return eps_; }
   // Per-channel (scale, shift) such that forward(x) == x * scale + shift in eval.
-  std::pair<at::Tensor, at::Tensor> affine() const;
+  std::pair<at::Tensor, at::Tensor> affine() const override;
+  std::vector<at::Tensor> state() const override {
+    return {weight, bias, running_mean, running_var, num_batches_tracked};
+  }
 
   at::Tensor weight, bias, running_mean, running_var, num_batches_tracked;
 
@@ -51,9 +59,9 @@ class ConvNormActImpl : public torch::nn::Module {
   at::Tensor forward_add(const at::Tensor& x, const at::Tensor& residual, bool residual_writable = false);
   // The layout of the output where oneDNN computes it (NCHW by default;
   // a layer whose readers all take other layouts asks for those).
-  void set_output_layout(FeatureLayout layout) { layout_ = layout; }
+  void set_output_layout(ops::MapLayout layout) { layout_ = layout; }
   // Only other ConvNormActs read the output: under bf16 precision it may be
-  // stored in bf16 (InferenceConv's only_convs_read).
+  // stored in bf16 (cpu::InferenceConv's only_convs_read).
   void set_only_convs_read(bool only) { only_convs_read_ = only; }
 
   torch::nn::Conv2d conv{nullptr};
@@ -61,9 +69,9 @@ class ConvNormActImpl : public torch::nn::Module {
 
  private:
   bool relu_;
-  FeatureLayout layout_ = FeatureLayout::NCHW;
+  ops::MapLayout layout_ = ops::MapLayout::NCHW;
   bool only_convs_read_ = false;
-  std::unique_ptr<InferenceConv> run_;  // batch norm folded, Winograd (inference_conv.h)
+  std::unique_ptr<cpu::InferenceConv> run_;  // batch norm folded, Winograd (inference_conv.h)
 };
 TORCH_MODULE(ConvNormAct);
 

@@ -31,40 +31,26 @@ std::string shape_str(at::IntArrayRef s) {
 
 }  // namespace
 
-std::string MaskRCNNConfig::arch_name() const {
-  return arch == Arch::V2 ? "maskrcnn_resnet50_fpn_v2" : "maskrcnn_resnet50_fpn";
-}
 
-Arch parse_arch(const std::string& name) {
-  if (name == "maskrcnn_resnet50_fpn" || name == "v1") return Arch::V1;
-  if (name == "maskrcnn_resnet50_fpn_v2" || name == "v2") return Arch::V2;
-  throw Error("unknown architecture '" + name +
-              "' (expected maskrcnn_resnet50_fpn or maskrcnn_resnet50_fpn_v2)");
-}
-
-int parse_backbone(const std::string& name) {
-  for (int depth : {18, 34, 50, 101})
-    if (name == "resnet" + std::to_string(depth)) return depth;
-  throw Error("unknown backbone '" + name + "' (expected resnet18, resnet34, resnet50 or resnet101)");
-}
-
-at::Tensor Detections::mask_probs(int64_t i) const {
-  const auto& m = masks.at(i);
-  auto full = at::zeros({image_height, image_width}, m.probs.options());
-  if (m.probs.numel() > 0)
-    full.slice(0, m.y0, m.y0 + m.probs.size(0)).slice(1, m.x0, m.x0 + m.probs.size(1)).copy_(m.probs);
-  return full;
-}
-
-at::Tensor Detections::binary_mask(int64_t i, double threshold) const {
-  return mask_probs(i).ge(threshold).to(at::kByte);
-}
-
-MaskRCNN::MaskRCNN(const MaskRCNNConfig& config)
+MaskRCNN::MaskRCNN(const MaskRCNNConfig& config, std::vector<std::string> class_names)
     : config_(config), impl_(std::make_shared<modeling::GeneralizedRCNNImpl>(config)) {
   tune_allocator_for_inference();
   if (config.num_classes < 2) throw Error("num_classes must be >= 2 (background + 1)");
+  set_class_names(std::move(class_names));
   impl_->eval();
+}
+
+void MaskRCNN::set_class_names(std::vector<std::string> names) {
+  const auto n = static_cast<size_t>(config_.num_classes);
+  if (names.empty() && n == coco_category_names().size()) names = coco_category_names();
+  if (!names.empty() && names.size() != n)
+    throw Error("class names: " + std::to_string(names.size()) + " given for a model with " +
+                std::to_string(n) + " classes (background included)");
+  if (names.empty()) {
+    names.push_back("__background__");
+    for (size_t i = 1; i < n; ++i) names.push_back(std::to_string(i));
+  }
+  class_names_ = std::move(names);
 }
 
 const MaskRCNNConfig& MaskRCNN::config() const { return config_; }
@@ -75,25 +61,7 @@ void MaskRCNN::reset_predictors(int num_classes) {
   impl_->roi_heads->reset_predictors(num_classes);
   impl_->roi_heads->to(dev);
   config_.num_classes = num_classes;
-}
-
-MaskRCNN MaskRCNN::from_checkpoint(const std::string& path, const ModelOverrides& o) {
-  auto state = maskrcnn::load_state_dict(path);
-  auto cfg = infer_config(state, path);
-  if (o.arch && *o.arch != cfg.arch)
-    throw Error(path + ": checkpoint holds a " + cfg.arch_name() + " model, not " +
-                MaskRCNNConfig{*o.arch}.arch_name());
-  if (o.num_classes && *o.num_classes != cfg.num_classes)
-    throw Error(path + ": checkpoint has " + std::to_string(cfg.num_classes) +
-                " classes, --num-classes says " + std::to_string(*o.num_classes));
-  if (o.min_size) cfg.min_size = *o.min_size;
-  if (o.max_size) cfg.max_size = *o.max_size;
-  if (o.box_score_thresh) cfg.box_score_thresh = *o.box_score_thresh;
-  if (o.box_detections_per_img) cfg.box_detections_per_img = *o.box_detections_per_img;
-  if (o.backbone_norm_eps) cfg.backbone_norm_eps = *o.backbone_norm_eps;
-  MaskRCNN model(cfg);
-  model.load_state_dict(state, path);
-  return model;
+  set_class_names({});
 }
 
 StateDict MaskRCNN::state_dict() const {
@@ -141,7 +109,11 @@ std::vector<Detections> MaskRCNN::predict(const std::vector<at::Tensor>& images)
   if (images.empty()) return {};
   c10::InferenceMode guard;
   std::vector<at::Tensor> inputs;
-  for (auto& im : images) inputs.push_back(im.to(device(), at::kFloat));
+  for (auto& im : images) {
+    // uint8 as to_float_image converts it: / 255 in float.
+    inputs.push_back(im.scalar_type() == at::kByte ? im.to(device(), at::kFloat).div_(255.0)
+                                                   : im.to(device(), at::kFloat));
+  }
   const bool was_training = impl_->is_training();
   if (was_training) impl_->eval();
   try {

@@ -1,15 +1,12 @@
 #include "modeling/poolers.h"
-#include "modeling/feature_layout.h"
+#include "ops/map_layout.h"
 
 #include <ATen/ATen.h>
 
 #include <algorithm>
 #include <cmath>
 
-#include <c10/core/GradMode.h>
-
 #include "maskrcnn/ops.h"
-#include "ops/roi_align/roi_align_kernel.h"
 
 namespace maskrcnn::modeling {
 namespace {
@@ -44,13 +41,13 @@ at::Tensor MultiScaleRoIAlign::operator()(
     max_w = std::max(max_w, s.second);
   }
   std::vector<double> scales;
-  for (auto& f : x) scales.push_back(infer_scale(map_size(f).first, max_h));  // maps in any FeatureLayout
+  for (auto& f : x) scales.push_back(infer_scale(ops::map_size(f).first, max_h));  // maps in any ops::MapLayout
   const double k_min = -std::log2(static_cast<float>(scales.front()));
   const double k_max = -std::log2(static_cast<float>(scales.back()));
 
   auto rois = boxes_to_rois(boxes);
   const int64_t num_rois = rois.size(0);
-  if (num_rois == 0) return at::zeros({0, map_channels(x[0]), output_size_, output_size_}, x[0].options());
+  if (num_rois == 0) return at::zeros({0, ops::map_channels(x[0]), output_size_, output_size_}, x[0].options());
 
   // LevelMapper (FPN paper eq. 1), float32 like torchvision.
   auto box_cat = rois.slice(1, 1, 5);
@@ -58,26 +55,7 @@ at::Tensor MultiScaleRoIAlign::operator()(
   auto target = at::floor(4 + at::log2(s / 224.0) + at::scalar_tensor(1e-6, s.options()));
   auto levels = (at::clamp(target, k_min, k_max).to(at::kLong) - static_cast<int64_t>(k_min));
 
-  // CPU inference: every RoI pooled from its level in one pass (the same
-  // arithmetic; see roi_align_kernel.h).
-  const bool needs_grad = at::GradMode::is_enabled() &&
-                          std::any_of(x.begin(), x.end(), [](const at::Tensor& f) { return f.requires_grad(); });
-  if (!needs_grad && std::all_of(x.begin(), x.end(), [](const at::Tensor& f) {
-        return f.is_cpu() && f.scalar_type() == at::kFloat;
-      }))
-    return ops::detail::roi_align_levels_forward_cpu(x, rois, levels, scales, output_size_, output_size_,
-                                                     sampling_ratio_, /*aligned=*/false);
-  for (auto& f : x) f = to_4d(f);
-  auto result = at::zeros({num_rois, x[0].size(1), output_size_, output_size_},
-                          x[0].options().memory_format(at::MemoryFormat::Contiguous));
-  for (size_t l = 0; l < num_levels; ++l) {
-    auto idx = at::where(levels == static_cast<int64_t>(l))[0];
-    if (idx.numel() == 0) continue;
-    auto pooled = ops::roi_align(x[l], rois.index_select(0, idx), scales[l], output_size_,
-                                 output_size_, sampling_ratio_, /*aligned=*/false);
-    result.index_put_({idx}, pooled);
-  }
-  return result;
+  return ops::multi_level_roi_align(x, rois, levels, scales, output_size_, sampling_ratio_, /*aligned=*/false);
 }
 
 }  // namespace maskrcnn::modeling

@@ -3,7 +3,7 @@
 #include <ATen/ATen.h>
 
 #include "maskrcnn/ops.h"
-#include "modeling/stage_profile.h"
+#include "common/stage_profile.h"
 
 namespace maskrcnn::modeling {
 
@@ -72,7 +72,7 @@ std::vector<RoIDetections> RoIHeadsImpl::forward(
   at::Tensor box_features, class_logits, box_regression, mask_features;
   std::vector<at::Tensor> pooled_levels(features.begin(), features.end());
   {
-    ScopedStage stage("roi_heads.box_roi_align");
+    common::ScopedStage stage("roi_heads.box_roi_align");
     // RoIAlign reads each bilinear tap as a vector of all channels from a
     // channels-last map (~5x faster on the CPU); box and mask pooling share
     // the one copy of the four pooled levels.
@@ -83,25 +83,25 @@ std::vector<RoIDetections> RoIHeadsImpl::forward(
     box_features = box_roi_pool_(pooled_levels, proposals, image_sizes);
   }
   {
-    ScopedStage stage("roi_heads.box_head");
+    common::ScopedStage stage("roi_heads.box_head");
     std::tie(class_logits, box_regression) = box_predictor->forward(box_head->forward(box_features));
   }
   std::vector<RoIDetections> result;
   {
-    ScopedStage stage("roi_heads.box_postprocess");
+    common::ScopedStage stage("roi_heads.box_postprocess");
     result = postprocess_detections(class_logits, box_regression, proposals, image_sizes);
   }
   {
-    ScopedStage stage("roi_heads.mask_roi_align");
+    common::ScopedStage stage("roi_heads.mask_roi_align");
     std::vector<at::Tensor> mask_boxes;
     for (auto& r : result) mask_boxes.push_back(r.boxes);
     mask_features = mask_roi_pool_(pooled_levels, mask_boxes, image_sizes);
   }
   {
-    ScopedStage stage("roi_heads.mask_head");
+    common::ScopedStage stage("roi_heads.mask_head");
     mask_features = mask_head->forward(mask_features);
   }
-  ScopedStage stage("roi_heads.mask_predictor");
+  common::ScopedStage stage("roi_heads.mask_predictor");
   // maskrcnn_inference: sigmoid of the predicted label's channel (the only
   // one computed).
   std::vector<at::Tensor> labels;

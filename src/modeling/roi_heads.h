@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "maskrcnn/config.h"
-#include "maskrcnn/model.h"
+#include "maskrcnn/types.h"
 #include "modeling/box_coder.h"
 #include "modeling/heads.h"
 #include "modeling/matcher.h"

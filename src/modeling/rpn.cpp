@@ -5,8 +5,8 @@
 #include <torch/nn/init.h>
 
 #include "maskrcnn/ops.h"
-#include "modeling/inference_conv.h"
-#include "modeling/stage_profile.h"
+#include "backend/cpu/inference_conv.h"
+#include "common/stage_profile.h"
 #include "modeling/transform.h"
 
 namespace maskrcnn::modeling {
@@ -23,14 +23,14 @@ at::Tensor permute_and_flatten(const at::Tensor& layer, int64_t n, int64_t a, in
 RPNHeadImpl::RPNHeadImpl(int64_t in_channels, int64_t num_anchors, int conv_depth)
     // f32 even with --precision bf16: the objectness scores pick the
     // proposals, and these layers are <1% of the head's arithmetic.
-    : cls_logits_run_(std::make_unique<InferenceConv>(false)),
-      bbox_pred_run_(std::make_unique<InferenceConv>(false)),
-      merged_run_(std::make_unique<InferenceConv>(false)) {
+    : cls_logits_run_(std::make_unique<cpu::InferenceConv>(false)),
+      bbox_pred_run_(std::make_unique<cpu::InferenceConv>(false)),
+      merged_run_(std::make_unique<cpu::InferenceConv>(false)) {
   conv = register_module("conv", torch::nn::Sequential());
   for (int i = 0; i < conv_depth; ++i) {
     ConvNormAct c(ConvNormActImpl::Options{in_channels, in_channels, 3});
     // Blocked, for a next 3x3 and for the merged 1x1 predictors alike.
-    c->set_output_layout(FeatureLayout::Blocked16);
+    c->set_output_layout(ops::MapLayout::Blocked16);
     conv->push_back(c);
   }
   cls_logits = register_module(
@@ -53,7 +53,7 @@ std::pair<std::vector<at::Tensor>, std::vector<at::Tensor>> RPNHeadImpl::forward
     auto t = conv->forward(f);
     // Blocked maps come from the CPU inference fast path only; the merged
     // copy of the predictors is not theirs, so not where they need gradients.
-    if (is_blocked(t) && cls_logits->weight.size(0) * 5 <= 16 && !predictors_need_grad()) {
+    if (ops::is_blocked(t) && cls_logits->weight.size(0) * 5 <= 16 && !predictors_need_grad()) {
       auto [l, b] = predict_merged(t);
       logits.push_back(std::move(l));
       bbox_reg.push_back(std::move(b));
@@ -76,10 +76,10 @@ std::pair<at::Tensor, at::Tensor> RPNHeadImpl::predict_merged(const at::Tensor& 
   const int64_t a = cls_logits->weight.size(0), c = cls_logits->weight.size(1);
   std::vector<int64_t> key;
   for (const auto* p : {&cls_logits->weight, &cls_logits->bias, &bbox_pred->weight, &bbox_pred->bias})
-    add_parameter_key(key, *p);
+    cpu::add_parameter_key(key, *p);
   std::unique_lock<std::mutex> lock(merged_mutex_);
   if (!merged_ || key != merged_key_) {
-    c10::InferenceMode off(false);  // plain tensors: InferenceConv folds and versions them as the modules'
+    c10::InferenceMode off(false);  // plain tensors: cpu::InferenceConv folds and versions them as the modules'
     torch::NoGradGuard ng;
     if (!merged_) merged_ = torch::nn::Conv2d(torch::nn::Conv2dOptions(c, 16, 1));
     merged_->weight.zero_();
@@ -90,11 +90,11 @@ std::pair<at::Tensor, at::Tensor> RPNHeadImpl::predict_merged(const at::Tensor& 
     merged_->bias.slice(0, a, 5 * a).copy_(bbox_pred->bias.detach());
     merged_key_ = std::move(key);
   }
-  const torch::nn::Conv2d merged = merged_;  // InferenceConv locks on its own
+  const torch::nn::Conv2d merged = merged_;  // cpu::InferenceConv locks on its own
   lock.unlock();
   // [N, 1, H, W, 16]: per pixel the A logits, then the A x 4 deltas, as
   // torchvision's [N, A, H, W] and [N, A*4, H, W] hold them by channel.
-  auto y = (*merged_run_)(*merged, nullptr, t, /*relu=*/false, {}, FeatureLayout::Blocked16);
+  auto y = (*merged_run_)(*merged, nullptr, t, /*relu=*/false, {}, ops::MapLayout::Blocked16);
   if (y.dim() == 4) return {y.slice(1, 0, a), y.slice(1, a, 5 * a)};  // not oneDNN's: [N, 16, H, W]
   y = y.select(1, 0);
   return {y.slice(3, 0, a).permute({0, 3, 1, 2}), y.slice(3, a, 5 * a).permute({0, 3, 1, 2})};
@@ -207,10 +207,10 @@ RPNOutput RegionProposalNetworkImpl::forward(const ImageBatch& images,
                                              const std::vector<TrainingTarget>* targets) {
   std::vector<at::Tensor> objectness, deltas;
   {
-    ScopedStage stage("rpn.head");
+    common::ScopedStage stage("rpn.head");
     std::tie(objectness, deltas) = head->forward(features);
   }
-  ScopedStage stage("rpn.proposals");
+  common::ScopedStage stage("rpn.proposals");
   const int64_t num_images = images.tensors.size(0);
   auto anchors = anchor_generator_.anchors(images.tensors.size(-2), images.tensors.size(-1),
                                            features);

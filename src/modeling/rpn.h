@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "maskrcnn/config.h"
-#include "maskrcnn/model.h"
+#include "maskrcnn/types.h"
 #include "modeling/anchor_generator.h"
 #include "modeling/box_coder.h"
 #include "modeling/layers.h"
@@ -36,8 +36,8 @@ class RPNHeadImpl : public torch::nn::Module {
   // copied from the two modules when they change (not a registered module).
   std::pair<at::Tensor, at::Tensor> predict_merged(const at::Tensor& t);
   bool predictors_need_grad() const;
-  std::unique_ptr<InferenceConv> cls_logits_run_, bbox_pred_run_;  // the two apart (other paths)
-  std::unique_ptr<InferenceConv> merged_run_;
+  std::unique_ptr<cpu::InferenceConv> cls_logits_run_, bbox_pred_run_;  // the two apart (other paths)
+  std::unique_ptr<cpu::InferenceConv> merged_run_;
   torch::nn::Conv2d merged_{nullptr};
   std::vector<int64_t> merged_key_;  // the two modules' parameters it was copied from
   std::mutex merged_mutex_;          // predict() may run on several threads

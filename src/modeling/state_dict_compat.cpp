@@ -7,7 +7,7 @@
 #include <set>
 
 #include "maskrcnn/error.h"
-#include "maskrcnn/model.h"
+#include "maskrcnn/config.h"
 #include "modeling/state_dict_compat.h"
 
 namespace maskrcnn {

@@ -4,7 +4,7 @@
 #include <map>
 #include <string>
 
-#include "maskrcnn/checkpoint.h"
+#include "maskrcnn/types.h"
 
 namespace maskrcnn::modeling {
 

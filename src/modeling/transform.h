@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "maskrcnn/config.h"
-#include "maskrcnn/model.h"
+#include "maskrcnn/types.h"
 
 namespace maskrcnn::modeling {
 

@@ -139,7 +139,7 @@ TEST_F(Cuda, InferenceMatchesTorchvisionOnTheGpu) {
     SCOPED_TRACE(path);
     std::map<std::string, at::Tensor> ref;
     for (auto& kv : maskrcnn::load_state_dict(path)) ref[kv.first] = kv.second;
-    auto model = maskrcnn::MaskRCNN::from_checkpoint(dir + "/" + kind + ".pth");
+    auto model = maskrcnn::load_model(maskrcnn::load_state_dict(dir + "/" + kind + ".pth"), {}, kind);
     model.to(kCuda);
     ASSERT_TRUE(model.device().is_cuda());
     auto image = ref["image"].to(at::kFloat).div(255).to(kCuda);

@@ -14,7 +14,7 @@
 
 #include "data/coco_detection.h"
 #include "data/shapes.h"
-#include "data/temp_dir.h"
+#include "support/temp_dir.h"
 #include "maskrcnn/error.h"
 #include "maskrcnn/rle.h"
 

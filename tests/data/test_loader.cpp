@@ -13,7 +13,7 @@
 #include "data/coco_detection.h"
 #include "data/loader.h"
 #include "data/shapes.h"
-#include "data/temp_dir.h"
+#include "support/temp_dir.h"
 #include "maskrcnn/error.h"
 
 namespace fs = std::filesystem;

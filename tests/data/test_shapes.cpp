@@ -16,7 +16,7 @@
 #include <sstream>
 
 #include "data/shapes.h"
-#include "data/temp_dir.h"
+#include "support/temp_dir.h"
 #include "maskrcnn/coco.h"
 #include "maskrcnn/error.h"
 #include "maskrcnn/image.h"

@@ -135,7 +135,7 @@ void check_case(const Case& c, const maskrcnn::MaskRCNN& model) {
 void run_model(const std::string& kind) {
   auto cases = cases_for(kind);
   ASSERT_FALSE(cases.empty());
-  auto model = maskrcnn::MaskRCNN::from_checkpoint(fixtures_dir("parity") + "/" + cases[0].weights);
+  auto model = maskrcnn::load_model(fixtures_dir("parity") + "/" + cases[0].weights);
   for (auto& c : cases) check_case(c, model);
 }
 
@@ -177,7 +177,7 @@ TEST(Parity, WrongArchOrClassCountIsAClearError) {
   maskrcnn::ModelOverrides o;
   o.num_classes = 91;
   try {
-    maskrcnn::MaskRCNN::from_checkpoint(path, o);
+    maskrcnn::load_model(path, o);
     FAIL() << "expected an error";
   } catch (const maskrcnn::Error& e) {
     EXPECT_NE(std::string(e.what()).find("7 classes"), std::string::npos) << e.what();
@@ -240,7 +240,7 @@ TEST(Parity, Bf16StaysCloseToTorchvision) {
   }
   ASSERT_EQ(maskrcnn::inference_precision(), maskrcnn::Precision::BF16);
   auto cases = cases_for("v1_coco");
-  auto model = maskrcnn::MaskRCNN::from_checkpoint(fixtures_dir("parity") + "/" + cases[0].weights);
+  auto model = maskrcnn::load_model(fixtures_dir("parity") + "/" + cases[0].weights);
   int checked = 0;
   int64_t total_matched = 0, total_rounded = 0;
   for (auto& c : cases) {

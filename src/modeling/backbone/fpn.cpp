@@ -3,7 +3,7 @@
 #include <torch/nn/init.h>
 #include <torch/nn/modules/container/modulelist.h>
 
-#include "modeling/stage_profile.h"
+#include "common/stage_profile.h"
 
 namespace maskrcnn::modeling {
 
@@ -28,8 +28,8 @@ FeaturePyramidNetworkImpl::FeaturePyramidNetworkImpl(const std::vector<int64_t>&
     // reads only blocked maps) and for RoIAlign, which reads them as they are.
     // (Channels-last outputs cost a reorder out of and back into blocked at
     // each level, and 2 x 62 MB of buffers at the largest.)
-    inner_.back()->set_output_layout(FeatureLayout::Blocked16);
-    layer_.back()->set_output_layout(FeatureLayout::Blocked16);
+    inner_.back()->set_output_layout(ops::MapLayout::Blocked16);
+    layer_.back()->set_output_layout(ops::MapLayout::Blocked16);
     inner_blocks->push_back(inner_.back());
     layer_blocks->push_back(layer_.back());
   }
@@ -44,7 +44,7 @@ FeaturePyramidNetworkImpl::FeaturePyramidNetworkImpl(const std::vector<int64_t>&
 namespace {
 // The public forward()s hand out 4-D channels-last maps, as before blocked ones.
 std::vector<at::Tensor> channels_last_4d(std::vector<at::Tensor> maps) {
-  for (auto& m : maps) m = to_4d(m, FeatureLayout::ChannelsLast);
+  for (auto& m : maps) m = ops::to_4d(m, ops::MapLayout::ChannelsLast);
   return maps;
 }
 }  // namespace
@@ -62,13 +62,13 @@ std::vector<at::Tensor> FeaturePyramidNetworkImpl::features(const std::vector<at
     // inner_lateral + top_down, the add fused into the lateral convolution
     // (one pass less over the largest maps; a + b == b + a in floating point)
     // and accumulated in top_down's memory, which nothing else reads.
-    const auto [h, w] = map_size(x[idx]);
-    auto top_down = upsample_nearest_any(last_inner, h, w);
-    last_inner = inner_[idx]->forward_add(x[idx], top_down, sole_owner(top_down));
+    const auto [h, w] = ops::map_size(x[idx]);
+    auto top_down = ops::upsample_nearest_any(last_inner, h, w);
+    last_inner = inner_[idx]->forward_add(x[idx], top_down, ops::sole_owner(top_down));
     results[idx] = layer_[idx]->forward(last_inner);
   }
   // LastLevelMaxPool: F.max_pool2d(x, kernel 1, stride 2, padding 0).
-  results.push_back(max_pool2d_any(results.back(), 1, 2, 0));
+  results.push_back(ops::max_pool2d_any(results.back(), 1, 2, 0));
   return results;
 }
 
@@ -85,10 +85,10 @@ std::vector<at::Tensor> BackboneWithFPNImpl::forward(const at::Tensor& images) {
 std::vector<at::Tensor> BackboneWithFPNImpl::features(const at::Tensor& images) {
   std::vector<at::Tensor> stages;
   {
-    ScopedStage stage("backbone.body");
+    common::ScopedStage stage("backbone.body");
     stages = body->features(images);
   }
-  ScopedStage stage("backbone.fpn");
+  common::ScopedStage stage("backbone.fpn");
   return fpn->features(stages);
 }
 

@@ -3,7 +3,7 @@
 #include <torch/nn/functional/pooling.h>
 
 #include "maskrcnn/error.h"
-#include "modeling/inference_conv.h"
+#include "backend/cpu/inference_conv.h"
 
 namespace maskrcnn::modeling {
 namespace {
@@ -18,10 +18,10 @@ torch::nn::Conv2d conv(int64_t in, int64_t out, int64_t k, int64_t stride, int64
 ResNetBlockImpl::ResNetBlockImpl(bool bottleneck, int64_t inplanes, int64_t planes,
                                  int64_t stride, bool has_downsample, NormSpec n)
     : bottleneck_(bottleneck),
-      run1_(std::make_unique<InferenceConv>()),
-      run2_(std::make_unique<InferenceConv>()),
-      run3_(std::make_unique<InferenceConv>()),
-      run_downsample_(std::make_unique<InferenceConv>()) {
+      run1_(std::make_unique<cpu::InferenceConv>()),
+      run2_(std::make_unique<cpu::InferenceConv>()),
+      run3_(std::make_unique<cpu::InferenceConv>()),
+      run_downsample_(std::make_unique<cpu::InferenceConv>()) {
   const int64_t expansion = bottleneck ? 4 : 1;
   if (bottleneck) {
     conv1 = register_module("conv1", conv(inplanes, planes, 1, 1, 0));
@@ -48,7 +48,7 @@ ResNetBlockImpl::~ResNetBlockImpl() = default;
 at::Tensor ResNetBlockImpl::forward(const at::Tensor& x) { return run(x, false); }
 
 at::Tensor ResNetBlockImpl::forward_consuming(at::Tensor x) {
-  const bool writable = sole_owner(x);  // x: this frame's handle only
+  const bool writable = ops::sole_owner(x);  // x: this frame's handle only
   return run(x, writable);
 }
 
@@ -65,14 +65,14 @@ at::Tensor ResNetBlockImpl::run(const at::Tensor& x, bool x_writable) {
   // lateral ones), as their input or as the residual their sum adds in f32.
   // Float maps cost a f32 -> bf16 reorder before each reading convolution,
   // and twice the memory traffic.
-  constexpr auto blocked = FeatureLayout::Blocked16;
+  constexpr auto blocked = ops::MapLayout::Blocked16;
   constexpr bool convs_read = true;
   at::Tensor projected;
   if (downsample)
     projected = (*run_downsample_)(*downsample[0]->as<torch::nn::Conv2dImpl>(),
                                    downsample[1]->as<BatchNorm2dImpl>(), x, /*relu=*/false, {}, blocked, convs_read);
   const at::Tensor& identity = downsample ? projected : x;
-  const bool identity_writable = downsample ? sole_owner(projected) : x_writable;
+  const bool identity_writable = downsample ? ops::sole_owner(projected) : x_writable;
   auto out = (*run1_)(*conv1, bn1.get(), x, /*relu=*/true, {}, blocked, convs_read);
   if (bottleneck_) {
     out = (*run2_)(*conv2, bn2.get(), out, /*relu=*/true, {}, blocked, convs_read);
@@ -81,7 +81,7 @@ at::Tensor ResNetBlockImpl::run(const at::Tensor& x, bool x_writable) {
   return (*run2_)(*conv2, bn2.get(), out, /*relu=*/true, identity, blocked, convs_read, identity_writable);
 }
 
-ResNetBodyImpl::ResNetBodyImpl(int depth, NormSpec n) : run_stem_(std::make_unique<InferenceConv>()) {
+ResNetBodyImpl::ResNetBodyImpl(int depth, NormSpec n) : run_stem_(std::make_unique<cpu::InferenceConv>()) {
   std::vector<int> blocks;
   bool bottleneck = true;
   switch (depth) {
@@ -116,13 +116,13 @@ ResNetBodyImpl::~ResNetBodyImpl() = default;
 
 std::vector<at::Tensor> ResNetBodyImpl::forward(const at::Tensor& x) {
   auto outs = features(x);
-  for (auto& y : outs) y = to_4d(y).to(at::kFloat);  // bf16 under bf16 precision
+  for (auto& y : outs) y = ops::to_4d(y).to(at::kFloat);  // bf16 under bf16 precision
   return outs;
 }
 
 std::vector<at::Tensor> ResNetBodyImpl::features(const at::Tensor& x) {
-  auto y = (*run_stem_)(*conv1, bn1.get(), x, /*relu=*/true, {}, FeatureLayout::Blocked16);
-  y = max_pool2d_any(y, 3, 2, 1);
+  auto y = (*run_stem_)(*conv1, bn1.get(), x, /*relu=*/true, {}, ops::MapLayout::Blocked16);
+  y = ops::max_pool2d_any(y, 3, 2, 1);
   std::vector<at::Tensor> outs;
   for (auto& layer : layers_) {
     for (const auto& block : *layer) y = block.ptr()->as<ResNetBlockImpl>()->forward_consuming(std::move(y));

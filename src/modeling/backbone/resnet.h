@@ -33,7 +33,7 @@ class ResNetBlockImpl : public torch::nn::Module {
  private:
   at::Tensor run(const at::Tensor& x, bool x_writable);
   bool bottleneck_;
-  std::unique_ptr<InferenceConv> run1_, run2_, run3_, run_downsample_;
+  std::unique_ptr<cpu::InferenceConv> run1_, run2_, run3_, run_downsample_;
   torch::nn::Conv2d conv1{nullptr}, conv2{nullptr}, conv3{nullptr};
   BatchNorm2d bn1{nullptr}, bn2{nullptr}, bn3{nullptr};
   torch::nn::Sequential downsample{nullptr};
@@ -56,7 +56,7 @@ class ResNetBodyImpl : public torch::nn::Module {
   ~ResNetBodyImpl() override;
 
  private:
-  std::unique_ptr<InferenceConv> run_stem_;
+  std::unique_ptr<cpu::InferenceConv> run_stem_;
   torch::nn::Conv2d conv1{nullptr};
   BatchNorm2d bn1{nullptr};
   std::vector<torch::nn::Sequential> layers_;

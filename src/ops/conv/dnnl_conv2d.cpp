@@ -25,16 +25,10 @@ using dnnl_common::thread_stream;
 // The memory layouts forward() reads and writes.
 tag tag_of(MapLayout layout) {
   switch (layout) {
-    case MapLayout::NHWC: return tag::nhwc;
+    case MapLayout::ChannelsLast: return tag::nhwc;
     case MapLayout::Blocked16: return tag::nChw16c;
     default: return tag::nchw;
   }
-}
-
-MapLayout layout_of(const at::Tensor& x) {
-  if (x.dim() == 5 && x.size(4) == 16) return MapLayout::Blocked16;
-  if (x.dim() == 4 && !x.is_contiguous() && x.is_contiguous(at::MemoryFormat::ChannelsLast)) return MapLayout::NHWC;
-  return MapLayout::NCHW;
 }
 
 // A window of `dims` (images x channels x rows x columns) at the start of a
@@ -49,7 +43,7 @@ dnnl::memory::desc window(const dnnl::memory::dims& dims, const std::array<int64
 
 // Elements from a map's start to image b, row r (channel 0, column 0).
 int64_t element_offset(const std::array<int64_t, 4>& full, MapLayout layout, int64_t b, int64_t r) {
-  const int64_t row = layout == MapLayout::NCHW ? full[3] : layout == MapLayout::NHWC ? full[3] * full[1] : full[3] * 16;
+  const int64_t row = layout == MapLayout::NCHW ? full[3] : layout == MapLayout::ChannelsLast ? full[3] * full[1] : full[3] * 16;
   return b * full[1] * full[2] * full[3] + r * row;
 }
 
@@ -293,9 +287,9 @@ at::Tensor DnnlConv2d::forward(const at::Tensor& x_in, const at::Tensor& residua
     // The residual's own memory as the output: the sum post-op adds onto it.
     const bool into_residual = residual_writable && s.options.residual && r.scalar_type() == out_type &&
                                r_layout == out_layout && r.data_ptr() != x.data_ptr() &&
-                               (out_layout == MapLayout::NHWC || r.is_contiguous());
+                               (out_layout == MapLayout::ChannelsLast || r.is_contiguous());
     at::Tensor out = into_residual ? r : out_layout == MapLayout::Blocked16 ? at::empty({N, OC / 16, OH, OW, 16}, out_type)
-                     : out_layout == MapLayout::NHWC
+                     : out_layout == MapLayout::ChannelsLast
                          ? at::empty({N, OC, OH, OW}, at::TensorOptions(out_type).memory_format(at::MemoryFormat::ChannelsLast))
                          : at::empty({N, OC, OH, OW}, out_type);
     // Windows of the maps in their own layouts, per kernel.

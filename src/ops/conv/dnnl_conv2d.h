@@ -17,11 +17,9 @@
 #include <string>
 #include <vector>
 
-namespace maskrcnn::ops {
+#include "ops/map_layout.h"
 
-// How a float feature map is stored: NCHW, NHWC (a channels-last 4-D
-// tensor), or oneDNN's nChw16c (a 5-D [N, C/16, H, W, 16] tensor).
-enum class MapLayout { NCHW, NHWC, Blocked16 };
+namespace maskrcnn::ops {
 
 struct DnnlConvOptions {
   int64_t stride = 1, padding = 0, dilation = 1;
@@ -40,7 +38,7 @@ struct DnnlConvOptions {
   // then bands of output rows, each with the input rows it needs) whose
   // scratchpads fit; 0 never splits. 320 MB runs every level of an image
   // resized to torchvision's default 800-1333 pixels whole (310 MB at
-  // 800x1344): against 2 bands of 100 rows (192 MB, sessions 10-11) ~20 ms a
+  // 800x1344): against 2 bands of 100 rows (192 MB) ~20 ms a
   // photo faster for the FPN and RPN head, whose band copies it saves, for
   // ~130 MB more peak RSS (still ~200 MB under torchvision's).
   size_t scratchpad_budget = size_t{320} << 20;
@@ -64,7 +62,7 @@ class DnnlConv2d {
   // x: a float map of in_shape (or bf16 with options.bf16), residual: a
   // float or bf16 one of the output's shape (only with options.residual), each in any
   // MapLayout (a 5-D [N, C/16, H, W, 16] tensor is Blocked16, a channels-last
-  // 4-D one NHWC). Returns a float map (bf16 with options.bf16_output) in
+  // 4-D one ChannelsLast). Returns a float map (bf16 with options.bf16_output) in
   // `out_layout` (NCHW where Blocked16 is asked for fewer than a multiple of
   // 16 output channels). A map in the primitive's own layout (Blocked16 for
   // most) is read and written in place, without a reorder.

@@ -2,7 +2,10 @@
 #include <torch/csrc/autograd/custom_function.h>
 
 #include "maskrcnn/ops.h"
+#include "ops/map_layout.h"
 #include "ops/roi_align/roi_align_kernel.h"
+
+#include <algorithm>
 
 namespace maskrcnn::ops {
 namespace {
@@ -71,6 +74,33 @@ at::Tensor roi_align(const at::Tensor& input, const at::Tensor& rois, double spa
                                    sampling_ratio, aligned);
   return forward_dispatch(input, rois, spatial_scale, pooled_height, pooled_width,
                           sampling_ratio, aligned);
+}
+
+at::Tensor multi_level_roi_align(const std::vector<at::Tensor>& features, const at::Tensor& rois,
+                                 const at::Tensor& levels, const std::vector<double>& scales,
+                                 int64_t output_size, int64_t sampling_ratio, bool aligned) {
+  TORCH_CHECK(!features.empty() && features.size() == scales.size(),
+              "multi_level_roi_align: one scale per feature level");
+  const bool needs_grad = at::GradMode::is_enabled() && std::any_of(features.begin(), features.end(),
+                                                                    [](const at::Tensor& f) { return f.requires_grad(); });
+  const bool cpu_float = std::all_of(features.begin(), features.end(), [](const at::Tensor& f) {
+    return f.is_cpu() && f.scalar_type() == at::kFloat;
+  });
+  if (!needs_grad && cpu_float)
+    return detail::roi_align_levels_forward_cpu(features, rois, levels, scales, output_size, output_size,
+                                                sampling_ratio, aligned);
+  std::vector<at::Tensor> x;
+  for (const auto& f : features) x.push_back(to_4d(f));
+  auto result = at::zeros({rois.size(0), x[0].size(1), output_size, output_size},
+                          x[0].options().memory_format(at::MemoryFormat::Contiguous));
+  for (size_t l = 0; l < x.size(); ++l) {
+    auto idx = at::where(levels == static_cast<int64_t>(l))[0];
+    if (idx.numel() == 0) continue;
+    auto pooled = roi_align(x[l], rois.index_select(0, idx), scales[l], output_size, output_size,
+                            sampling_ratio, aligned);
+    result.index_put_({idx}, pooled);
+  }
+  return result;
 }
 
 }  // namespace maskrcnn::ops

@@ -6,7 +6,7 @@
 
 #include "maskrcnn/profile.h"
 
-namespace maskrcnn::modeling {
+namespace maskrcnn::common {
 
 class ScopedStage {
  public:
@@ -29,4 +29,4 @@ void add_conv_transpose_flops(const at::Tensor& input, const at::Tensor& weight)
 // ... of a linear layer from its output and weight [out, in].
 void add_linear_flops(const at::Tensor& output, const at::Tensor& weight);
 
-}  // namespace maskrcnn::modeling
+}  // namespace maskrcnn::common

@@ -1,16 +1,17 @@
-#include "modeling/inference_conv.h"
+#include "backend/cpu/inference_conv.h"
 
-#include "modeling/feature_layout.h"
-#include "modeling/stage_profile.h"
+#include "ops/map_layout.h"
+#include "common/stage_profile.h"
 
 #include <ATen/ATen.h>
 #include <c10/core/GradMode.h>
 
+#include <algorithm>
 #include <atomic>
 #include <stdexcept>
 #include <variant>
 
-#include "maskrcnn/model.h"
+#include "maskrcnn/cpu_settings.h"
 #ifdef MASKRCNN_HAVE_DNNL
 #include "ops/conv/dnnl_conv2d.h"
 #include "ops/conv/dnnl_winograd_train.h"
@@ -33,7 +34,7 @@ ConvAlgorithm conv_algorithm() {
                                                                         : ConvAlgorithm::Direct;
 }
 
-namespace modeling {
+namespace cpu {
 namespace {
 thread_local bool t_direct_training_convs = false;
 }
@@ -41,7 +42,7 @@ DirectTrainingConvs::DirectTrainingConvs(bool active) : previous_(t_direct_train
   t_direct_training_convs = previous_ || active;
 }
 DirectTrainingConvs::~DirectTrainingConvs() { t_direct_training_convs = previous_; }
-}  // namespace modeling
+}  // namespace cpu
 
 namespace {
 std::atomic<Precision> g_precision{Precision::F32};
@@ -100,7 +101,7 @@ bool winograd_available() {
 #endif
 }
 
-namespace modeling {
+namespace cpu {
 
 void add_parameter_key(std::vector<int64_t>& key, const at::Tensor& t) {
   key.push_back(t.defined() ? reinterpret_cast<int64_t>(t.unsafeGetTensorImpl()) : 0);
@@ -136,7 +137,7 @@ namespace {
 bool winograd_beats_bf16(const at::Tensor& x) {
   constexpr int64_t kMinPixels = 100 * 100;
   if (x.scalar_type() != at::kFloat || x.dim() < 4) return false;
-  const auto [h, w] = map_size(x);
+  const auto [h, w] = ops::map_size(x);
   return h * w >= kMinPixels;
 }
 }  // namespace
@@ -149,19 +150,14 @@ struct InferenceConv::Primitive {
 InferenceConv::InferenceConv(bool allow_bf16) : allow_bf16_(allow_bf16) {}
 InferenceConv::~InferenceConv() = default;
 
-void InferenceConv::refresh(const torch::nn::Conv2dImpl& conv, const BatchNorm2dImpl* bn) {
+void InferenceConv::refresh(const torch::nn::Conv2dImpl& conv, const ConvNorm* bn) {
   std::vector<int64_t> key;
   add_parameter_key(key, conv.weight);
   add_parameter_key(key, conv.bias);
-  if (bn) {
-    add_parameter_key(key, bn->weight);
-    add_parameter_key(key, bn->bias);
-    add_parameter_key(key, bn->running_mean);
-    add_parameter_key(key, bn->running_var);
-    // batch_norm updates the running statistics in training without bumping
-    // their version; num_batches_tracked's add_ does.
-    add_parameter_key(key, bn->num_batches_tracked);
-  }
+  // batch_norm updates the running statistics in training without bumping
+  // their version; num_batches_tracked's add_ does.
+  if (bn)
+    for (const auto& t : bn->state()) add_parameter_key(key, t);
   if (key != folded_key_) {
     folded_key_ = std::move(key);
     weight_ = bias_ = at::Tensor();
@@ -170,7 +166,7 @@ void InferenceConv::refresh(const torch::nn::Conv2dImpl& conv, const BatchNorm2d
 }
 
 std::pair<at::Tensor, at::Tensor> InferenceConv::folded(const torch::nn::Conv2dImpl& conv,
-                                                        const BatchNorm2dImpl* bn) {
+                                                        const ConvNorm* bn) {
   if (!weight_.defined()) {
     if (!bn) {
       weight_ = conv.weight.detach();
@@ -186,12 +182,12 @@ std::pair<at::Tensor, at::Tensor> InferenceConv::folded(const torch::nn::Conv2dI
 }
 
 std::shared_ptr<const ops::DnnlConv2d> InferenceConv::primitive(const torch::nn::Conv2dImpl& conv,
-                                                                const BatchNorm2dImpl* bn, const at::Tensor& x,
+                                                                const ConvNorm* bn, const at::Tensor& x,
                                                                 bool relu, bool residual, bool bf16, bool winograd,
                                                                 bool bf16_output) {
 #ifdef MASKRCNN_HAVE_DNNL
   // oneDNN fixes a primitive's thread count when it is built.
-  const int64_t channels = map_channels(x);
+  const int64_t channels = ops::map_channels(x);
   const std::vector<int64_t> key{x.size(0), channels, x.size(2), x.size(3), at::get_num_threads(), relu, residual,
                                  bf16, winograd, static_cast<int64_t>(winograd_scratchpad_budget()), bf16_output};
   for (auto it = primitives_.begin(); it != primitives_.end(); ++it) {
@@ -233,17 +229,17 @@ std::shared_ptr<const ops::DnnlConv2d> InferenceConv::primitive(const torch::nn:
 #endif
 }
 
-at::Tensor InferenceConv::operator()(const torch::nn::Conv2dImpl& conv, const BatchNorm2dImpl* bn,
+at::Tensor InferenceConv::operator()(const torch::nn::Conv2dImpl& conv, const ConvNorm* bn,
                                      const at::Tensor& x, bool relu, const at::Tensor& residual,
-                                     FeatureLayout out, bool only_convs_read, bool residual_writable) {
+                                     ops::MapLayout out, bool only_convs_read, bool residual_writable) {
   auto y = compute(conv, bn, x, relu, residual, out, only_convs_read, residual_writable);
-  add_conv_flops(y, conv.weight);
+  common::add_conv_flops(y, conv.weight);
   return y;
 }
 
-at::Tensor InferenceConv::compute(const torch::nn::Conv2dImpl& conv, const BatchNorm2dImpl* bn,
+at::Tensor InferenceConv::compute(const torch::nn::Conv2dImpl& conv, const ConvNorm* bn,
                                   const at::Tensor& x_in, bool relu, const at::Tensor& residual,
-                                  FeatureLayout out, bool only_convs_read, bool residual_writable) {
+                                  ops::MapLayout out, bool only_convs_read, bool residual_writable) {
   const auto& opt = conv.options;
   // oneDNN is called with one stride, dilation and padding for both axes.
   const auto* padding = explicit_padding(opt);
@@ -258,18 +254,19 @@ at::Tensor InferenceConv::compute(const torch::nn::Conv2dImpl& conv, const Batch
   // anything else reads its float values.
   const at::Tensor x = x_in.scalar_type() == at::kBFloat16 && !bf16 ? x_in.to(at::kFloat) : x_in;
   // Blocked maps come from the oneDNN path below; the other paths take x and
-  // residual as 4-D tensors (to_4d).
+  // residual as 4-D tensors (ops::to_4d).
   const bool onednn_input = x.device().is_cpu() &&
                             (x.scalar_type() == at::kFloat || x.scalar_type() == at::kBFloat16) &&
-                            x.numel() > 0 && (x.dim() == 4 || is_blocked(x));
+                            x.numel() > 0 && (x.dim() == 4 || ops::is_blocked(x));
   // Zero padding given as numbers: every layer here.
-  const bool bn_is_affine = !bn || bn->frozen() || !bn->is_training();
+  const bool bn_is_affine = !bn || !bn->batch_statistics();
   // Frozen layers in training (the stem and layer1 by default) need no graph:
   // nothing they read requires a gradient, so they take the inference path.
   const auto wants_grad = [](const at::Tensor& t) { return t.defined() && t.requires_grad(); };
+  const std::vector<at::Tensor> norm_state = bn ? bn->state() : std::vector<at::Tensor>{};
   const bool needs_grad = at::GradMode::is_enabled() &&
                           (wants_grad(x) || wants_grad(conv.weight) || wants_grad(conv.bias) ||
-                           wants_grad(residual) || (bn && (wants_grad(bn->weight) || wants_grad(bn->bias))));
+                           wants_grad(residual) || std::any_of(norm_state.begin(), norm_state.end(), wants_grad));
   if (needs_grad && (!bn || bn->frozen()) && padding != nullptr && opt.groups() == 1) {
     // Training, with frozen batch norm (torchvision's default backbone) or
     // none: the affine folded into the weights inside the graph, so autograd
@@ -278,7 +275,7 @@ at::Tensor InferenceConv::compute(const torch::nn::Conv2dImpl& conv, const Batch
     // conv.weight through the product with the frozen scale. The add and ReLU
     // run in place, as torchvision's `out += identity; relu(inplace=True)`.
     // Float maps: a frozen layer in front may have stored its output in bf16.
-    const at::Tensor x4 = to_4d(x).to(at::kFloat), r4 = residual.defined() ? to_4d(residual).to(at::kFloat) : residual;
+    const at::Tensor x4 = ops::to_4d(x).to(at::kFloat), r4 = residual.defined() ? ops::to_4d(residual).to(at::kFloat) : residual;
     at::Tensor w = conv.weight, b = conv.bias;
     if (bn) {
       auto [scale, shift] = bn->affine();
@@ -305,9 +302,9 @@ at::Tensor InferenceConv::compute(const torch::nn::Conv2dImpl& conv, const Batch
   if (needs_grad || !bn_is_affine || padding == nullptr) {
     // Training ('same'/'valid' or reflect/circular padding too): the modules
     // themselves, so autograd sees torchvision's graph.
-    auto y = const_cast<torch::nn::Conv2dImpl&>(conv).forward(to_4d(x).to(at::kFloat));
+    auto y = const_cast<torch::nn::Conv2dImpl&>(conv).forward(ops::to_4d(x).to(at::kFloat));
     if (bn) y = const_cast<BatchNorm2dImpl*>(bn)->forward(y);
-    if (residual.defined()) y = y + to_4d(residual).to(at::kFloat);
+    if (residual.defined()) y = y + ops::to_4d(residual).to(at::kFloat);
     return relu ? at::relu(y) : y;
   }
   std::shared_ptr<const ops::DnnlConv2d> fast;
@@ -328,18 +325,15 @@ at::Tensor InferenceConv::compute(const torch::nn::Conv2dImpl& conv, const Batch
   if (fast) {
     ++onednn_calls_;
     onednn_parts_ += static_cast<int64_t>(fast->parts());
-    const auto layout = out == FeatureLayout::Blocked16      ? ops::MapLayout::Blocked16
-                        : out == FeatureLayout::ChannelsLast ? ops::MapLayout::NHWC
-                                                             : ops::MapLayout::NCHW;
-    return fast->forward(x, residual, layout, residual_writable);
+    return fast->forward(x, residual, out, residual_writable);
   }
 #else
   (void)out, (void)residual_writable;
 #endif
-  auto y = at::conv2d(to_4d(x).to(at::kFloat), weight, bias, *opt.stride(), **padding, *opt.dilation(), opt.groups());
-  if (residual.defined()) y.add_(to_4d(residual));
+  auto y = at::conv2d(ops::to_4d(x).to(at::kFloat), weight, bias, *opt.stride(), **padding, *opt.dilation(), opt.groups());
+  if (residual.defined()) y.add_(ops::to_4d(residual));
   return relu ? y.relu_() : y;
 }
 
-}  // namespace modeling
+}  // namespace cpu
 }  // namespace maskrcnn

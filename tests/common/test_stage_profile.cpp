@@ -11,12 +11,12 @@
 
 #include "maskrcnn/maskrcnn.h"
 #include "maskrcnn/profile.h"
-#include "modeling/stage_profile.h"
+#include "common/stage_profile.h"
 
 namespace {
 
 using maskrcnn::StageProfiler;
-using maskrcnn::modeling::ScopedStage;
+using maskrcnn::common::ScopedStage;
 
 const maskrcnn::StageTime* find(const std::vector<maskrcnn::StageTime>& stages, const std::string& name) {
   for (const auto& s : stages)
@@ -28,14 +28,14 @@ TEST(StageProfiler, TimesAreExclusiveAndAddUp) {
   StageProfiler profiler;
   const auto t0 = std::chrono::steady_clock::now();
   {
-    ScopedStage outer("outer");
+    common::ScopedStage outer("outer");
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
     {
-      ScopedStage inner("inner");
+      common::ScopedStage inner("inner");
       std::this_thread::sleep_for(std::chrono::milliseconds(30));
-      maskrcnn::modeling::add_stage_flops(2e9);
+      maskrcnn::common::add_stage_flops(2e9);
     }
-    maskrcnn::modeling::add_stage_flops(1e9);
+    maskrcnn::common::add_stage_flops(1e9);
   }
   const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   auto stages = profiler.stages();
@@ -55,14 +55,14 @@ TEST(StageProfiler, TimesAreExclusiveAndAddUp) {
 }
 
 TEST(StageProfiler, OnlyTheInnermostProfilerRecordsAndNoneOutsideOne) {
-  { ScopedStage nobody("unrecorded"); }  // no profiler: nothing to record into, no crash
+  { common::ScopedStage nobody("unrecorded"); }  // no profiler: nothing to record into, no crash
   StageProfiler outer;
   {
     StageProfiler inner;
-    { ScopedStage s("a"); }
+    { common::ScopedStage s("a"); }
     ASSERT_EQ(inner.stages().size(), 1u);
   }
-  { ScopedStage s("b"); }
+  { common::ScopedStage s("b"); }
   auto stages = outer.stages();
   ASSERT_EQ(stages.size(), 1u);
   EXPECT_EQ(stages[0].name, "b");
@@ -74,15 +74,15 @@ TEST(StageProfiler, ProfilersMayEndInAnyOrder) {
   auto outer = std::make_unique<StageProfiler>();
   auto inner = std::make_unique<StageProfiler>();
   {
-    ScopedStage s("while-both");
+    common::ScopedStage s("while-both");
     outer.reset();  // the enclosing one ends first
   }
   ASSERT_EQ(inner->stages().size(), 1u);
   EXPECT_EQ(inner->stages()[0].calls, 1);
   inner.reset();
-  { ScopedStage s("after-both"); }  // no profiler left: nothing recorded, nothing touched
+  { common::ScopedStage s("after-both"); }  // no profiler left: nothing recorded, nothing touched
   StageProfiler fresh;
-  { ScopedStage s("fresh"); }
+  { common::ScopedStage s("fresh"); }
   ASSERT_EQ(fresh.stages().size(), 1u);
   EXPECT_EQ(fresh.stages()[0].name, "fresh");
 }

@@ -41,7 +41,7 @@
 #include <oneapi/dnnl/dnnl.hpp>
 #endif
 
-#include "maskrcnn/model.h"
+#include "maskrcnn/cpu_settings.h"
 #include "ops/memory/huge_pages.h"
 
 namespace maskrcnn {

@@ -11,60 +11,60 @@
 #include "modeling/anchor_generator.h"
 #include "modeling/backbone/fpn.h"
 #include "modeling/backbone/resnet.h"
-#include "modeling/feature_layout.h"
+#include "ops/map_layout.h"
 #include "modeling/poolers.h"
 
-using namespace maskrcnn::modeling;
+using namespace maskrcnn;
 
 namespace {
 
-TEST(FeatureLayout, ConversionsRoundTripExactly) {
+TEST(ops::MapLayout, ConversionsRoundTripExactly) {
   at::manual_seed(3);
   auto x = at::randn({2, 48, 7, 9});
-  EXPECT_EQ(layout_of(x), FeatureLayout::NCHW);
-  auto blocked = to_layout(x, FeatureLayout::Blocked16);
-  EXPECT_EQ(layout_of(blocked), FeatureLayout::Blocked16);
+  EXPECT_EQ(ops::layout_of(x), ops::MapLayout::NCHW);
+  auto blocked = ops::to_layout(x, ops::MapLayout::Blocked16);
+  EXPECT_EQ(ops::layout_of(blocked), ops::MapLayout::Blocked16);
   ASSERT_EQ(blocked.sizes(), (std::vector<int64_t>{2, 3, 7, 9, 16}));
   // Channel c of pixel (y, x) sits at [n, c / 16, y, x, c % 16].
   EXPECT_EQ(blocked[1][2][3][4][5].item<float>(), x[1][2 * 16 + 5][3][4].item<float>());
-  EXPECT_EQ(map_channels(blocked), 48);
-  EXPECT_EQ(map_size(blocked), (std::pair<int64_t, int64_t>{7, 9}));
-  auto cl = to_layout(blocked, FeatureLayout::ChannelsLast);
-  EXPECT_EQ(layout_of(cl), FeatureLayout::ChannelsLast);
+  EXPECT_EQ(ops::map_channels(blocked), 48);
+  EXPECT_EQ(ops::map_size(blocked), (std::pair<int64_t, int64_t>{7, 9}));
+  auto cl = ops::to_layout(blocked, ops::MapLayout::ChannelsLast);
+  EXPECT_EQ(ops::layout_of(cl), ops::MapLayout::ChannelsLast);
   EXPECT_TRUE(at::equal(cl, x));
-  EXPECT_TRUE(at::equal(to_4d(blocked), x));
-  EXPECT_TRUE(to_4d(blocked).is_contiguous());
-  EXPECT_TRUE(at::equal(to_layout(cl, FeatureLayout::Blocked16), blocked));
-  EXPECT_TRUE(at::equal(to_layout(cl, FeatureLayout::NCHW), x));
-  EXPECT_TRUE(to_layout(cl, FeatureLayout::NCHW).is_contiguous());
-  EXPECT_THROW(to_layout(at::randn({1, 20, 3, 3}), FeatureLayout::Blocked16), c10::Error);
+  EXPECT_TRUE(at::equal(ops::to_4d(blocked), x));
+  EXPECT_TRUE(ops::to_4d(blocked).is_contiguous());
+  EXPECT_TRUE(at::equal(ops::to_layout(cl, ops::MapLayout::Blocked16), blocked));
+  EXPECT_TRUE(at::equal(ops::to_layout(cl, ops::MapLayout::NCHW), x));
+  EXPECT_TRUE(ops::to_layout(cl, ops::MapLayout::NCHW).is_contiguous());
+  EXPECT_THROW(ops::to_layout(at::randn({1, 20, 3, 3}), ops::MapLayout::Blocked16), c10::Error);
 }
 
-TEST(FeatureLayout, PoolingAndUpsamplingBlockedMapsMatchNchw) {
+TEST(ops::MapLayout, PoolingAndUpsamplingBlockedMapsMatchNchw) {
   at::manual_seed(4);
   auto x = at::randn({2, 32, 13, 10});
-  auto blocked = to_layout(x, FeatureLayout::Blocked16);
+  auto blocked = ops::to_layout(x, ops::MapLayout::Blocked16);
   // The stem's 3x3/2 max pool (padding 1) and the FPN's 1x1/2 LastLevelMaxPool.
   for (auto [k, s, p] : {std::tuple<int64_t, int64_t, int64_t>{3, 2, 1}, {1, 2, 0}}) {
     auto ref = at::max_pool2d(x, {k, k}, {s, s}, {p, p});
-    auto y = max_pool2d_any(blocked, k, s, p);
-    EXPECT_EQ(layout_of(y), FeatureLayout::Blocked16);
-    EXPECT_TRUE(at::equal(to_4d(y), ref)) << k;
-    EXPECT_TRUE(at::equal(max_pool2d_any(x, k, s, p), ref));
+    auto y = ops::max_pool2d_any(blocked, k, s, p);
+    EXPECT_EQ(ops::layout_of(y), ops::MapLayout::Blocked16);
+    EXPECT_TRUE(at::equal(ops::to_4d(y), ref)) << k;
+    EXPECT_TRUE(at::equal(ops::max_pool2d_any(x, k, s, p), ref));
   }
   // The FPN's top-down nearest upsampling, to an exact double and to an odd size.
   for (auto [h, w] : {std::pair<int64_t, int64_t>{26, 20}, {25, 21}}) {
     auto ref = at::upsample_nearest2d(x, {h, w}, c10::nullopt, c10::nullopt);
-    auto y = upsample_nearest_any(blocked, h, w);
-    EXPECT_EQ(layout_of(y), FeatureLayout::Blocked16);
-    EXPECT_TRUE(at::equal(to_4d(y), ref)) << h << "x" << w;
+    auto y = ops::upsample_nearest_any(blocked, h, w);
+    EXPECT_EQ(ops::layout_of(y), ops::MapLayout::Blocked16);
+    EXPECT_TRUE(at::equal(ops::to_4d(y), ref)) << h << "x" << w;
   }
 }
 
 // The backbone's blocked maps (what inference hands the RPN head and
 // RoIAlign) hold the values forward()'s 4-D maps hold, and the anchors and
 // RoI pooling read them as they read the 4-D ones.
-TEST(FeatureLayout, BlockedBackboneFeaturesServeAnchorsAndPoolingAsFourDOnes) {
+TEST(ops::MapLayout, BlockedBackboneFeaturesServeAnchorsAndPoolingAsFourDOnes) {
   at::manual_seed(3);
   torch::NoGradGuard no_grad;
   BackboneWithFPN backbone(50, NormSpec{true, 1e-5}, false);
@@ -76,10 +76,10 @@ TEST(FeatureLayout, BlockedBackboneFeaturesServeAnchorsAndPoolingAsFourDOnes) {
   ASSERT_EQ(four_d.size(), 5u);
   for (size_t l = 0; l < blocked.size(); ++l) {
     EXPECT_EQ(four_d[l].dim(), 4);
-    EXPECT_TRUE(at::equal(to_4d(blocked[l]), four_d[l].contiguous())) << "level " << l;
+    EXPECT_TRUE(at::equal(ops::to_4d(blocked[l]), four_d[l].contiguous())) << "level " << l;
   }
   // Where oneDNN ran the FPN, its maps come out blocked.
-  if (maskrcnn::winograd_available()) EXPECT_TRUE(is_blocked(blocked[0]));
+  if (maskrcnn::winograd_available()) EXPECT_TRUE(ops::is_blocked(blocked[0]));
 
   AnchorGenerator anchors;
   EXPECT_TRUE(at::equal(anchors.anchors(96, 128, blocked), anchors.anchors(96, 128, four_d)));
@@ -97,7 +97,7 @@ TEST(FeatureLayout, BlockedBackboneFeaturesServeAnchorsAndPoolingAsFourDOnes) {
 // Inference over the body gives each block's input up, so the residual add
 // accumulates in the input's (or the downsample's) memory; a block's public
 // forward() leaves its input alone, and both give the same maps.
-TEST(FeatureLayout, BlocksGivenTheirInputLeaveOtherMapsAlone) {
+TEST(ops::MapLayout, BlocksGivenTheirInputLeaveOtherMapsAlone) {
   at::manual_seed(4);
   torch::NoGradGuard no_grad;
   ResNetBody body(50, NormSpec{true, 1e-5});
@@ -115,7 +115,7 @@ TEST(FeatureLayout, BlocksGivenTheirInputLeaveOtherMapsAlone) {
   at::Tensor out = x;
   for (const auto& block : layer2) out = block.ptr()->as<ResNetBlockImpl>()->forward(out);
   EXPECT_TRUE(at::equal(x, x_before)) << "forward() wrote into its input";
-  EXPECT_TRUE(at::equal(to_4d(out), to_4d(outs[1])));
+  EXPECT_TRUE(at::equal(ops::to_4d(out), ops::to_4d(outs[1])));
   // forward_consuming on an input someone else still holds does not write it either.
   auto held = outs[1].clone();
   const auto held_before = held.clone();

@@ -8,9 +8,9 @@
 #include <torch/nn/modules/linear.h>
 
 #include "maskrcnn/model.h"
-#include "modeling/inference_linear.h"
+#include "backend/cpu/inference_linear.h"
 
-using maskrcnn::modeling::InferenceLinear;
+using maskrcnn::cpu::InferenceLinear;
 
 namespace {
 

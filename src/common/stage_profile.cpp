@@ -1,4 +1,4 @@
-#include "modeling/stage_profile.h"
+#include "common/stage_profile.h"
 
 #include <ATen/ATen.h>
 #include <sys/resource.h>

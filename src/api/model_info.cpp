@@ -7,7 +7,9 @@
 #include <sstream>
 
 #include "io/atomic_file.h"
+#include "maskrcnn/checkpoint.h"
 #include "maskrcnn/error.h"
+#include "maskrcnn/model.h"
 
 namespace maskrcnn {
 
@@ -65,24 +67,25 @@ std::optional<ModelInfo> read_model_info(const std::string& weights_path) {
   return info;
 }
 
-MaskRCNN load_model(const std::string& weights_path, ModelOverrides o,
-                    std::vector<std::string>* class_names) {
+MaskRCNN load_model(const std::string& weights_path, const ModelOverrides& overrides) {
   auto info = read_model_info(weights_path);
+  ModelOverrides o = overrides;
   if (info) {
     if (!o.min_size) o.min_size = info->config.min_size;
     if (!o.max_size) o.max_size = info->config.max_size;
   }
-  auto model = MaskRCNN::from_checkpoint(weights_path, o);
-  if (info && info->config.num_classes != model.config().num_classes)
-    throw Error(model_info_path(weights_path) + ": says " +
-                std::to_string(info->config.num_classes) + " classes but " + weights_path +
-                " has " + std::to_string(model.config().num_classes));
-  if (class_names) {
-    class_names->clear();
-    if (info && !info->class_names.empty()) *class_names = info->class_names;
-    else if (model.config().num_classes == 91) *class_names = coco_category_names();
-  }
-  return model;
+  const auto state = load_state_dict(weights_path);
+  const int file_classes = infer_config(state, weights_path).num_classes;
+  if (info && info->config.num_classes != file_classes)
+    throw Error(model_info_path(weights_path) + ": says " + std::to_string(info->config.num_classes) +
+                " classes but " + weights_path + " has " + std::to_string(file_classes));
+  if (info && !info->class_names.empty() && info->class_names.size() != static_cast<size_t>(file_classes))
+    throw Error(model_info_path(weights_path) + ": has " + std::to_string(info->class_names.size()) +
+                " class names for " + std::to_string(file_classes) + " classes");
+  // The sidecar's names go with the checkpoint's classes, not with new predictors.
+  const bool new_classes = o.new_predictors && o.num_classes && info && *o.num_classes != info->config.num_classes;
+  if (o.class_names.empty() && info && !new_classes) o.class_names = info->class_names;
+  return load_model(state, o, weights_path);
 }
 
 }  // namespace maskrcnn

@@ -1,8 +1,8 @@
-#include "modeling/feature_layout.h"
+#include "ops/map_layout.h"
 
 #include <ATen/ATen.h>
 
-namespace maskrcnn::modeling {
+namespace maskrcnn::ops {
 
 bool is_blocked(const at::Tensor& x) { return x.defined() && x.dim() == 5 && x.size(4) == 16; }
 
@@ -10,11 +10,11 @@ bool sole_owner(const at::Tensor& x) {
   return x.defined() && x.use_count() == 1 && x.has_storage() && x.storage().use_count() == 1;
 }
 
-FeatureLayout layout_of(const at::Tensor& x) {
-  if (is_blocked(x)) return FeatureLayout::Blocked16;
+MapLayout layout_of(const at::Tensor& x) {
+  if (is_blocked(x)) return MapLayout::Blocked16;
   if (x.defined() && x.dim() == 4 && !x.is_contiguous() && x.is_contiguous(at::MemoryFormat::ChannelsLast))
-    return FeatureLayout::ChannelsLast;
-  return FeatureLayout::NCHW;
+    return MapLayout::ChannelsLast;
+  return MapLayout::NCHW;
 }
 
 int64_t map_channels(const at::Tensor& x) { return is_blocked(x) ? x.size(1) * 16 : x.size(1); }
@@ -33,19 +33,19 @@ at::Tensor channels_last_as_blocked(const at::Tensor& y, int64_t n) {
 }
 }  // namespace
 
-at::Tensor to_4d(const at::Tensor& x, FeatureLayout layout) {
+at::Tensor to_4d(const at::Tensor& x, MapLayout layout) {
   if (!is_blocked(x)) return x;
   const int64_t n = x.size(0), g = x.size(1), h = x.size(2), w = x.size(3);
-  if (layout == FeatureLayout::ChannelsLast)  // [N, H, W, G, 16] viewed as NCHW sizes
+  if (layout == MapLayout::ChannelsLast)  // [N, H, W, G, 16] viewed as NCHW sizes
     return x.permute({0, 2, 3, 1, 4}).contiguous().view({n, h, w, g * 16}).permute({0, 3, 1, 2});
   return x.permute({0, 1, 4, 2, 3}).reshape({n, g * 16, h, w});
 }
 
-at::Tensor to_layout(const at::Tensor& x, FeatureLayout layout) {
+at::Tensor to_layout(const at::Tensor& x, MapLayout layout) {
   if (layout_of(x) == layout) return x;
-  if (layout != FeatureLayout::Blocked16) {
+  if (layout != MapLayout::Blocked16) {
     auto y = to_4d(x, layout);
-    return y.contiguous(layout == FeatureLayout::ChannelsLast ? at::MemoryFormat::ChannelsLast
+    return y.contiguous(layout == MapLayout::ChannelsLast ? at::MemoryFormat::ChannelsLast
                                                               : at::MemoryFormat::Contiguous);
   }
   TORCH_CHECK(x.dim() == 4 && x.size(1) % 16 == 0, "to_layout: a blocked map needs a multiple of 16 channels");
@@ -65,4 +65,4 @@ at::Tensor upsample_nearest_any(const at::Tensor& x, int64_t height, int64_t wid
   return channels_last_as_blocked(y, x.size(0));
 }
 
-}  // namespace maskrcnn::modeling
+}  // namespace maskrcnn::ops

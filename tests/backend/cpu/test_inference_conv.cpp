@@ -1,4 +1,4 @@
-// InferenceConv: batch norm folded into the convolution, oneDNN Winograd for
+// cpu::InferenceConv: batch norm folded into the convolution, oneDNN Winograd for
 // 3x3 stride-1 convolutions, and the modules' own path when training. Checked
 // against LibTorch's modules computed in double precision.
 #include <gtest/gtest.h>
@@ -11,12 +11,14 @@
 #include <torch/nn/modules/conv.h>
 
 #include "maskrcnn/model.h"
-#include "modeling/feature_layout.h"
-#include "modeling/inference_conv.h"
+#include "ops/map_layout.h"
+#include "backend/cpu/inference_conv.h"
 #include "modeling/layers.h"
 
 using maskrcnn::modeling::BatchNorm2d;
-using maskrcnn::modeling::InferenceConv;
+using maskrcnn::cpu::InferenceConv;
+namespace ops = maskrcnn::ops;
+namespace cpu = maskrcnn::cpu;
 
 namespace {
 
@@ -65,7 +67,7 @@ class InferenceConvTest : public ::testing::Test {
 
 TEST_F(InferenceConvTest, Winograd3x3WithFoldedNormResidualAndReluMatchesTheModules) {
   Layer l(32, 48, 3, 1, /*frozen=*/true);
-  InferenceConv run;
+  cpu::InferenceConv run;
   auto x = at::randn({2, 32, 37, 29});
   auto r = at::randn({2, 48, 37, 29});
   c10::InferenceMode guard;
@@ -76,7 +78,7 @@ TEST_F(InferenceConvTest, Winograd3x3WithFoldedNormResidualAndReluMatchesTheModu
   // Without residual or ReLU, and a bias on the convolution.
   Layer b(16, 16, 3, 1, true, /*bias=*/true);
   auto x2 = at::randn({1, 16, 9, 40});
-  InferenceConv run2;
+  cpu::InferenceConv run2;
   EXPECT_LT(max_rel_diff(run2(*b.conv, b.bn.get(), x2, false), b.reference(x2, false)), 1e-5);
 }
 
@@ -91,11 +93,11 @@ TEST_F(InferenceConvTest, WinogradInPartsMatchesOneRun) {
     auto r = at::randn({shape[0], 48, shape[2], shape[3]});
     c10::InferenceMode guard;
     maskrcnn::set_winograd_scratchpad_budget(0);  // never split
-    InferenceConv whole;
+    cpu::InferenceConv whole;
     auto once = whole(*l.conv, l.bn.get(), x, true, r);
     EXPECT_EQ(whole.onednn_parts(), winograd ? 1 : 0);
     maskrcnn::set_winograd_scratchpad_budget(1);  // split as far as it goes: 1 image, 4-row bands
-    InferenceConv split;
+    cpu::InferenceConv split;
     auto parts = split(*l.conv, l.bn.get(), x, true, r);
     // 37 rows: 9 bands of 4 and one of 1; 5 images of 9 rows: 5 x (4 + 4 + 1).
     EXPECT_EQ(split.onednn_parts(), winograd ? (shape[0] == 1 ? 10 : 15) : 0);
@@ -111,7 +113,7 @@ TEST_F(InferenceConvTest, DirectAndOtherShapesRunFoldedDirectConvolutions) {
   const int64_t onednn = maskrcnn::winograd_available() ? 1 : 0;
   maskrcnn::set_conv_algorithm(maskrcnn::ConvAlgorithm::Direct);
   Layer l(16, 32, 3, 1, true);
-  InferenceConv run;
+  cpu::InferenceConv run;
   auto x = at::randn({1, 16, 21, 18});
   c10::InferenceMode guard;
   EXPECT_LT(max_rel_diff(run(*l.conv, l.bn.get(), x, true), l.reference(x, true)), 1e-5);
@@ -120,7 +122,7 @@ TEST_F(InferenceConvTest, DirectAndOtherShapesRunFoldedDirectConvolutions) {
   // Stride 2 and 1x1 and 7x7: no Winograd, still folded.
   for (auto [k, s] : {std::pair<int64_t, int64_t>{3, 2}, {1, 1}, {7, 2}}) {
     Layer o(16, 32, k, s, true);
-    InferenceConv r;
+    cpu::InferenceConv r;
     auto y = o.reference(x, false);
     auto residual = at::randn(y.sizes());
     EXPECT_LT(max_rel_diff(r(*o.conv, o.bn.get(), x, true, residual), o.reference(x, true, residual)), 1e-5)
@@ -130,22 +132,22 @@ TEST_F(InferenceConvTest, DirectAndOtherShapesRunFoldedDirectConvolutions) {
   // Channel counts oneDNN's blocked kernels do not tile (3 in, 5 out): right
   // either way, on whichever implementation serves them.
   Layer odd(3, 5, 3, 2, true);
-  InferenceConv r;
+  cpu::InferenceConv r;
   auto x3 = at::randn({2, 3, 17, 13});
   EXPECT_LT(max_rel_diff(r(*odd.conv, odd.bn.get(), x3, false), odd.reference(x3, false)), 1e-5);
 }
 
 TEST_F(InferenceConvTest, EveryLayoutInAndOutWholeAndInParts) {
-  using maskrcnn::modeling::FeatureLayout;
-  using maskrcnn::modeling::to_4d;
-  using maskrcnn::modeling::to_layout;
-  const FeatureLayout layouts[] = {FeatureLayout::NCHW, FeatureLayout::ChannelsLast, FeatureLayout::Blocked16};
+  using maskrcnn::ops::MapLayout;
+  using maskrcnn::ops::to_4d;
+  using maskrcnn::ops::to_layout;
+  const ops::MapLayout layouts[] = {ops::MapLayout::NCHW, ops::MapLayout::ChannelsLast, ops::MapLayout::Blocked16};
   // 3x3 (Winograd, split into bands with budget 1), 1x1 and strided 3x3 (direct).
   for (auto [k, s] : {std::pair<int64_t, int64_t>{3, 1}, {1, 1}, {3, 2}}) {
     for (size_t budget : {size_t{128} << 20, size_t{1}}) {
       maskrcnn::set_winograd_scratchpad_budget(budget);
       Layer l(32, 48, k, s, true);
-      InferenceConv run;
+      cpu::InferenceConv run;
       auto x = at::randn({2, 32, 19, 23});
       auto r = at::randn(l.reference(x, false).sizes());
       const auto ref = l.reference(x, true, r);
@@ -153,11 +155,11 @@ TEST_F(InferenceConvTest, EveryLayoutInAndOutWholeAndInParts) {
       for (auto in : layouts)
         for (auto res : layouts)
           for (auto out : layouts) {
-            auto y = run(*l.conv, l.bn.get(), to_layout(x, in), true, to_layout(r, res), out);
+            auto y = run(*l.conv, l.bn.get(), ops::to_layout(x, in), true, ops::to_layout(r, res), out);
             // Where oneDNN runs it, the output is in the layout asked for.
             if (maskrcnn::winograd_available())
-              EXPECT_EQ(maskrcnn::modeling::layout_of(y), out);
-            EXPECT_LT(max_rel_diff(to_4d(y), ref), 1e-5)
+              EXPECT_EQ(maskrcnn::ops::layout_of(y), out);
+            EXPECT_LT(max_rel_diff(ops::to_4d(y), ref), 1e-5)
                 << k << "x" << k << "/" << s << " budget " << budget << " layouts " << int(in) << int(res)
                 << int(out);
           }
@@ -166,8 +168,8 @@ TEST_F(InferenceConvTest, EveryLayoutInAndOutWholeAndInParts) {
   // A blocked map into a layer that needs a gradient: LibTorch's path, NCHW out.
   Layer l(32, 16, 3, 1, true);
   auto x = at::randn({1, 32, 9, 9});
-  InferenceConv run;
-  auto y = run(*l.conv, l.bn.get(), to_layout(x, FeatureLayout::Blocked16), true, {}, FeatureLayout::Blocked16);
+  cpu::InferenceConv run;
+  auto y = run(*l.conv, l.bn.get(), ops::to_layout(x, ops::MapLayout::Blocked16), true, {}, ops::MapLayout::Blocked16);
   ASSERT_TRUE(y.requires_grad());
   EXPECT_EQ(y.dim(), 4);
   EXPECT_LT(max_rel_diff(y.detach(), l.reference(x, true)), 1e-5);
@@ -175,7 +177,7 @@ TEST_F(InferenceConvTest, EveryLayoutInAndOutWholeAndInParts) {
 
 TEST_F(InferenceConvTest, ChangedWeightsAndThreadCountsAreSeen) {
   Layer l(16, 16, 3, 1, true);
-  InferenceConv run;
+  cpu::InferenceConv run;
   auto x = at::randn({1, 16, 20, 20});
   {
     c10::InferenceMode guard;
@@ -203,7 +205,7 @@ TEST_F(InferenceConvTest, RunningStatisticsUpdatedByTrainingAreSeen) {
   l.bn->weight.set_requires_grad(false);
   l.bn->bias.set_requires_grad(false);
   l.conv->weight.set_requires_grad(false);
-  InferenceConv run;
+  cpu::InferenceConv run;
   auto x = at::randn({1, 8, 12, 12});
   {
     c10::InferenceMode guard;
@@ -218,7 +220,7 @@ TEST_F(InferenceConvTest, RunningStatisticsUpdatedByTrainingAreSeen) {
 
 TEST_F(InferenceConvTest, ManyInputShapesAndEmptyBatches) {
   Layer l(16, 16, 3, 1, true);
-  InferenceConv run;
+  cpu::InferenceConv run;
   c10::InferenceMode guard;
   // More shapes than the per-layer cache holds, then the first again.
   for (int64_t w : {8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 8}) {
@@ -236,7 +238,7 @@ TEST_F(InferenceConvTest, Bf16ConvolutionsStayWithinBf16Rounding) {
   // 3x3 (no Winograd in bf16), strided and 1x1, with residual and ReLU.
   for (auto [k, s] : {std::pair<int64_t, int64_t>{3, 1}, {3, 2}, {1, 1}}) {
     Layer l(64, 32, k, s, true);
-    InferenceConv run;
+    cpu::InferenceConv run;
     auto x = at::randn({2, 64, 24, 19});
     c10::InferenceMode guard;
     auto ref = l.reference(x, false);
@@ -261,11 +263,11 @@ TEST_F(InferenceConvTest, Bf16LeavesLargeFloatMapsToWinograd) {
   c10::InferenceMode guard;
   for (auto [h, w] : {std::pair<int64_t, int64_t>{100, 100}, {99, 100}, {40, 30}}) {
     auto x = at::randn({1, 32, h, w});
-    InferenceConv bf16_mode, bf16_input;
+    cpu::InferenceConv bf16_mode, bf16_input;
     const auto y = bf16_mode(*l.conv, l.bn.get(), x, true);
     const auto y_from_bf16 = bf16_input(*l.conv, l.bn.get(), x.to(at::kBFloat16), true);
     maskrcnn::set_inference_precision(maskrcnn::Precision::F32);
-    InferenceConv f32_mode;
+    cpu::InferenceConv f32_mode;
     const auto y32 = f32_mode(*l.conv, l.bn.get(), x, true);
     maskrcnn::set_inference_precision(maskrcnn::Precision::BF16);
     const bool large = h * w >= 100 * 100;
@@ -281,20 +283,20 @@ TEST_F(InferenceConvTest, Bf16LeavesLargeFloatMapsToWinograd) {
 // convolution reads it as it reads the f32 one. Where the result is read by
 // anything else (f32 precision, NCHW fallbacks) it stays or becomes float.
 TEST_F(InferenceConvTest, Bf16InnerMapsHoldWhatTheNextConvolutionReads) {
-  using maskrcnn::modeling::FeatureLayout;
+  using maskrcnn::ops::MapLayout;
   Layer first(32, 48, 1, 1, true), second(48, 64, 3, 1, true), strided(48, 32, 3, 2, true);
   auto x = at::randn({2, 32, 23, 17});
   c10::InferenceMode guard;
   maskrcnn::set_inference_precision(maskrcnn::Precision::BF16);
   if (maskrcnn::inference_precision() != maskrcnn::Precision::BF16) {
     // No bf16 here: the flag changes nothing.
-    InferenceConv run;
-    auto y = run(*first.conv, first.bn.get(), x, true, {}, FeatureLayout::Blocked16, true);
+    cpu::InferenceConv run;
+    auto y = run(*first.conv, first.bn.get(), x, true, {}, ops::MapLayout::Blocked16, true);
     EXPECT_EQ(y.scalar_type(), at::kFloat);
     return;
   }
-  InferenceConv run_f32, run_bf16, next, next_strided;
-  for (auto layout : {FeatureLayout::Blocked16, FeatureLayout::ChannelsLast, FeatureLayout::NCHW}) {
+  cpu::InferenceConv run_f32, run_bf16, next, next_strided;
+  for (auto layout : {ops::MapLayout::Blocked16, ops::MapLayout::ChannelsLast, ops::MapLayout::NCHW}) {
     auto y32 = run_f32(*first.conv, first.bn.get(), x, true, {}, layout);
     auto y16 = run_bf16(*first.conv, first.bn.get(), x, true, {}, layout, /*only_convs_read=*/true);
     ASSERT_EQ(y32.scalar_type(), at::kFloat);
@@ -305,19 +307,19 @@ TEST_F(InferenceConvTest, Bf16InnerMapsHoldWhatTheNextConvolutionReads) {
     // The next convolutions (the same primitives for either input) give the same outputs.
     for (auto* l : {&second, &strided}) {
       auto& run_next = l == &second ? next : next_strided;
-      auto from32 = run_next(*l->conv, l->bn.get(), y32, true, {}, FeatureLayout::Blocked16);
-      auto from16 = run_next(*l->conv, l->bn.get(), y16, true, {}, FeatureLayout::Blocked16);
+      auto from32 = run_next(*l->conv, l->bn.get(), y32, true, {}, ops::MapLayout::Blocked16);
+      auto from16 = run_next(*l->conv, l->bn.get(), y16, true, {}, ops::MapLayout::Blocked16);
       EXPECT_EQ(from16.scalar_type(), at::kFloat);
       EXPECT_TRUE(at::equal(from16, from32)) << static_cast<int>(layout);
     }
   }
   // Back in f32, a bf16 map is read as floats (LibTorch or f32 oneDNN alike).
-  auto y16 = run_bf16(*first.conv, first.bn.get(), x, true, {}, FeatureLayout::Blocked16, true);
+  auto y16 = run_bf16(*first.conv, first.bn.get(), x, true, {}, ops::MapLayout::Blocked16, true);
   maskrcnn::set_inference_precision(maskrcnn::Precision::F32);
-  InferenceConv later;
-  auto z = later(*second.conv, second.bn.get(), y16, true, {}, FeatureLayout::NCHW, true);
+  cpu::InferenceConv later;
+  auto z = later(*second.conv, second.bn.get(), y16, true, {}, ops::MapLayout::NCHW, true);
   EXPECT_EQ(z.scalar_type(), at::kFloat);
-  auto ref = second.reference(maskrcnn::modeling::to_4d(y16).to(at::kFloat), true);
+  auto ref = second.reference(maskrcnn::ops::to_4d(y16).to(at::kFloat), true);
   EXPECT_LT(max_rel_diff(z, ref), 1e-5);
 }
 
@@ -327,8 +329,8 @@ TEST_F(InferenceConvTest, Bf16InnerMapsHoldWhatTheNextConvolutionReads) {
 // f32 output of the same arithmetic, rounded; a bf16 residual given up holds
 // the output, a float one or one in another layout is left alone.
 TEST_F(InferenceConvTest, Bf16OutputWithAResidualRoundsTheSumOnce) {
-  using maskrcnn::modeling::FeatureLayout;
-  using maskrcnn::modeling::to_layout;
+  using maskrcnn::ops::MapLayout;
+  using maskrcnn::ops::to_layout;
   maskrcnn::set_inference_precision(maskrcnn::Precision::BF16);
   if (maskrcnn::inference_precision() != maskrcnn::Precision::BF16) return;  // no bf16 on this CPU
   for (auto [k, s] : {std::pair<int64_t, int64_t>{1, 1}, {3, 1}, {1, 2}}) {
@@ -336,9 +338,9 @@ TEST_F(InferenceConvTest, Bf16OutputWithAResidualRoundsTheSumOnce) {
     auto x = at::randn({2, 32, 22, 18});
     c10::InferenceMode guard;
     const auto shape = l.reference(x, false).sizes().vec();
-    for (auto layout : {FeatureLayout::Blocked16, FeatureLayout::ChannelsLast, FeatureLayout::NCHW}) {
-      const auto r16 = to_layout(at::randn(shape).to(at::kBFloat16), layout);
-      InferenceConv f32_out, bf16_out;
+    for (auto layout : {ops::MapLayout::Blocked16, ops::MapLayout::ChannelsLast, ops::MapLayout::NCHW}) {
+      const auto r16 = ops::to_layout(at::randn(shape).to(at::kBFloat16), layout);
+      cpu::InferenceConv f32_out, bf16_out;
       const auto expected = f32_out(*l.conv, l.bn.get(), x, true, r16.to(at::kFloat), layout);
       ASSERT_EQ(expected.scalar_type(), at::kFloat);
       const auto before = r16.clone();
@@ -351,9 +353,9 @@ TEST_F(InferenceConvTest, Bf16OutputWithAResidualRoundsTheSumOnce) {
       const void* memory = given.data_ptr();
       auto z = bf16_out(*l.conv, l.bn.get(), x, true, given, layout, true, /*residual_writable=*/true);
       EXPECT_TRUE(at::equal(z, y));
-      if (layout == FeatureLayout::Blocked16) EXPECT_EQ(z.data_ptr(), memory) << k;
+      if (layout == ops::MapLayout::Blocked16) EXPECT_EQ(z.data_ptr(), memory) << k;
       // A float residual is rounded into the bf16 output first.
-      const auto r32 = to_layout(at::randn(shape), layout);
+      const auto r32 = ops::to_layout(at::randn(shape), layout);
       const auto r32_before = r32.clone();
       auto w = bf16_out(*l.conv, l.bn.get(), x, true, r32, layout, true, true);
       EXPECT_EQ(w.scalar_type(), at::kBFloat16);
@@ -370,23 +372,23 @@ TEST_F(InferenceConvTest, Bf16OutputWithAResidualRoundsTheSumOnce) {
 // may store their outputs in bf16 (a ResNet body's block outputs); a layer
 // with gradients reads such a map, and such a residual, as float.
 TEST_F(InferenceConvTest, TrainingReadsBf16MapsOfFrozenLayersAsFloat) {
-  using maskrcnn::modeling::FeatureLayout;
+  using maskrcnn::ops::MapLayout;
   maskrcnn::set_inference_precision(maskrcnn::Precision::BF16);
   if (maskrcnn::inference_precision() != maskrcnn::Precision::BF16) return;  // no bf16 on this CPU
   Layer frozen(32, 32, 1, 1, true), frozen_r(32, 48, 1, 1, true), trained(32, 48, 3, 1, true);
   frozen.conv->weight.requires_grad_(false);
   frozen_r.conv->weight.requires_grad_(false);
   auto x = at::randn({1, 32, 12, 10});
-  InferenceConv run_frozen, run_frozen_r, run_trained;
-  const auto y = run_frozen(*frozen.conv, frozen.bn.get(), x, true, {}, FeatureLayout::Blocked16, true);
-  const auto r = run_frozen_r(*frozen_r.conv, frozen_r.bn.get(), x, false, {}, FeatureLayout::Blocked16, true);
+  cpu::InferenceConv run_frozen, run_frozen_r, run_trained;
+  const auto y = run_frozen(*frozen.conv, frozen.bn.get(), x, true, {}, ops::MapLayout::Blocked16, true);
+  const auto r = run_frozen_r(*frozen_r.conv, frozen_r.bn.get(), x, false, {}, ops::MapLayout::Blocked16, true);
   ASSERT_EQ(y.scalar_type(), at::kBFloat16);
   ASSERT_EQ(r.scalar_type(), at::kBFloat16);
   auto z = run_trained(*trained.conv, trained.bn.get(), y, true, r);
   ASSERT_EQ(z.scalar_type(), at::kFloat);
   z.sum().backward();
   EXPECT_TRUE(trained.conv->weight.grad().defined());
-  const auto y32 = maskrcnn::modeling::to_4d(y).to(at::kFloat), r32 = maskrcnn::modeling::to_4d(r).to(at::kFloat);
+  const auto y32 = maskrcnn::ops::to_4d(y).to(at::kFloat), r32 = maskrcnn::ops::to_4d(r).to(at::kFloat);
   EXPECT_LT(max_rel_diff(z.detach(), trained.reference(y32, true, r32)), 1e-5);
   maskrcnn::set_inference_precision(maskrcnn::Precision::F32);
 }
@@ -395,23 +397,23 @@ TEST_F(InferenceConvTest, TrainingReadsBf16MapsOfFrozenLayersAsFloat) {
 // returned) where the residual is a float map in the output's layout; the
 // values are those of the run into a fresh output. Other layouts copy as before.
 TEST_F(InferenceConvTest, ResidualGivenUpTakesTheOutput) {
-  using maskrcnn::modeling::FeatureLayout;
-  using maskrcnn::modeling::to_layout;
+  using maskrcnn::ops::MapLayout;
+  using maskrcnn::ops::to_layout;
   Layer l(32, 48, 3, 1, true);
   auto x = at::randn({2, 32, 21, 18});
   c10::InferenceMode guard;
-  InferenceConv run;
-  for (auto layout : {FeatureLayout::Blocked16, FeatureLayout::ChannelsLast, FeatureLayout::NCHW}) {
+  cpu::InferenceConv run;
+  for (auto layout : {ops::MapLayout::Blocked16, ops::MapLayout::ChannelsLast, ops::MapLayout::NCHW}) {
     const auto r4 = at::randn({2, 48, 21, 18});
-    const auto expected = run(*l.conv, l.bn.get(), x, true, to_layout(r4, layout), layout);
-    auto residual = to_layout(r4.clone(), layout);  // (to_layout may return r4 itself)
+    const auto expected = run(*l.conv, l.bn.get(), x, true, ops::to_layout(r4, layout), layout);
+    auto residual = ops::to_layout(r4.clone(), layout);  // (ops::to_layout may return r4 itself)
     const void* memory = residual.data_ptr();
     auto y = run(*l.conv, l.bn.get(), x, true, residual, layout, false, /*residual_writable=*/true);
     EXPECT_TRUE(at::equal(y, expected)) << static_cast<int>(layout);
-    EXPECT_LT(max_rel_diff(maskrcnn::modeling::to_4d(y), l.reference(x, true, r4)), 1e-5);
+    EXPECT_LT(max_rel_diff(maskrcnn::ops::to_4d(y), l.reference(x, true, r4)), 1e-5);
     if (maskrcnn::winograd_available()) EXPECT_EQ(y.data_ptr(), memory) << static_cast<int>(layout);
     // A residual in another layout than the output's is copied, not written.
-    auto other = to_layout(r4.clone(), layout == FeatureLayout::NCHW ? FeatureLayout::ChannelsLast : FeatureLayout::NCHW);
+    auto other = ops::to_layout(r4.clone(), layout == ops::MapLayout::NCHW ? ops::MapLayout::ChannelsLast : ops::MapLayout::NCHW);
     const auto before = other.clone();
     auto z = run(*l.conv, l.bn.get(), x, true, other, layout, false, true);
     EXPECT_TRUE(at::equal(z, expected));
@@ -422,7 +424,7 @@ TEST_F(InferenceConvTest, ResidualGivenUpTakesTheOutput) {
 TEST_F(InferenceConvTest, TrainingRunsTheModulesWithGradients) {
   Layer l(8, 8, 3, 1, /*frozen=*/false);
   l.bn->train();
-  InferenceConv run;
+  cpu::InferenceConv run;
   auto x = at::randn({2, 8, 10, 10});
   auto y = run(*l.conv, l.bn.get(), x, true);
   // Batch statistics, as the modules compute them in training mode.
@@ -442,7 +444,7 @@ TEST_F(InferenceConvTest, TrainingWithFrozenNormFoldsItInTheGraph) {
   l.bn->train();  // frozen: train() changes nothing
   auto x = at::randn({2, 16, 12, 9}).requires_grad_(true);
   auto r = at::randn({2, 16, 12, 9}).requires_grad_(true);
-  InferenceConv run;
+  cpu::InferenceConv run;
   auto y = run(*l.conv, l.bn.get(), x, true, r);
   EXPECT_LT(max_rel_diff(y, l.reference(x.detach(), true, r.detach())), 1e-5);
   // 3x3 stride 1: oneDNN's Winograd, forward and backward, where the CPU has it.
@@ -468,12 +470,12 @@ TEST_F(InferenceConvTest, TrainingWithFrozenNormFoldsItInTheGraph) {
 TEST_F(InferenceConvTest, DirectTrainingConvsKeepsLibTorchsConvolution) {
   Layer l(16, 16, 3, 1, /*frozen=*/true);
   auto x = at::randn({2, 16, 12, 9}).requires_grad_(true);
-  InferenceConv run;
+  cpu::InferenceConv run;
   at::Tensor y;
   {
-    maskrcnn::modeling::DirectTrainingConvs direct;
+    maskrcnn::cpu::DirectTrainingConvs direct;
     {
-      maskrcnn::modeling::DirectTrainingConvs inactive(false);  // nested: still direct
+      maskrcnn::cpu::DirectTrainingConvs inactive(false);  // nested: still direct
       y = run(*l.conv, l.bn.get(), x, true);
     }
     y = run(*l.conv, l.bn.get(), x, true);
@@ -503,7 +505,7 @@ TEST_F(InferenceConvTest, Training3x3GradientsMatchLibTorchInDouble) {
     maskrcnn::set_winograd_scratchpad_budget(split ? 1 : 0);
     torch::nn::Conv2d conv(torch::nn::Conv2dOptions(ic, oc, 3).padding(1).bias(true));
     auto x = at::randn({n, ic, h, w}).requires_grad_(true);
-    InferenceConv run;
+    cpu::InferenceConv run;
     auto y = run(*conv, nullptr, x, true);
     const auto g = at::randn_like(y);
     y.backward(g);
@@ -526,7 +528,7 @@ TEST_F(InferenceConvTest, Training3x3GradientsMatchLibTorchInDouble) {
 TEST_F(InferenceConvTest, FrozenLayersInTrainingTakeTheInferencePath) {
   Layer l(16, 16, 3, 1, /*frozen=*/true);
   l.conv->weight.requires_grad_(false);
-  InferenceConv run;
+  cpu::InferenceConv run;
   auto x = at::randn({1, 16, 20, 20});
   ASSERT_TRUE(at::GradMode::is_enabled());
   auto y = run(*l.conv, l.bn.get(), x, true);

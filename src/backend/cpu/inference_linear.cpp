@@ -1,4 +1,4 @@
-#include "modeling/inference_linear.h"
+#include "backend/cpu/inference_linear.h"
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -6,13 +6,13 @@
 
 #include <stdexcept>
 
-#include "maskrcnn/model.h"
-#include "modeling/inference_conv.h"
+#include "maskrcnn/cpu_settings.h"
+#include "backend/cpu/inference_conv.h"
 #ifdef MASKRCNN_HAVE_DNNL
 #include "ops/matmul/dnnl_matmul.h"
 #endif
 
-namespace maskrcnn::modeling {
+namespace maskrcnn::cpu {
 namespace {
 // One row count per image size for the box head (proposals) and one per
 // detection count for the mask predictor: a few are enough, bounded.
@@ -98,4 +98,4 @@ at::Tensor InferenceLinear::operator()(torch::nn::LinearImpl& fc, const at::Tens
   return relu ? y.relu_() : y;
 }
 
-}  // namespace maskrcnn::modeling
+}  // namespace maskrcnn::cpu

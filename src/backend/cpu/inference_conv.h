@@ -29,14 +29,15 @@
 #include <mutex>
 #include <vector>
 
-#include "modeling/feature_layout.h"
-#include "modeling/layers.h"
+#include "backend/cpu/conv_norm.h"
+#include "ops/map_layout.h"
 
 namespace maskrcnn::ops {
 class DnnlConv2d;
 }
 
-namespace maskrcnn::modeling {
+namespace maskrcnn::cpu {
+
 
 // While alive on this thread, training convolutions stay on LibTorch's direct
 // algorithm (as torchvision computes them) instead of oneDNN's Winograd.
@@ -70,7 +71,7 @@ class InferenceConv {
   InferenceConv& operator=(const InferenceConv&) = delete;
 
   // relu(bn(conv(x)) + residual); bn and residual optional. x and residual
-  // in any FeatureLayout; the result in `out` where oneDNN computes it
+  // in any ops::MapLayout; the result in `out` where oneDNN computes it
   // (blocked only for a multiple of 16 channels), else NCHW.
   // only_convs_read: the result goes to other InferenceConvs only, as their
   // input or residual. Under bf16 precision, where this convolution computes
@@ -81,9 +82,9 @@ class InferenceConv {
   // A convolution with gradients reads a bf16 map as float.
   // residual_writable: the caller gives the residual up (nothing reads it
   // afterwards): the output may be accumulated in its memory.
-  at::Tensor operator()(const torch::nn::Conv2dImpl& conv, const BatchNorm2dImpl* bn,
+  at::Tensor operator()(const torch::nn::Conv2dImpl& conv, const ConvNorm* bn,
                         const at::Tensor& x, bool relu, const at::Tensor& residual = {},
-                        FeatureLayout out = FeatureLayout::NCHW, bool only_convs_read = false,
+                        ops::MapLayout out = ops::MapLayout::NCHW, bool only_convs_read = false,
                         bool residual_writable = false);
   // How many calls oneDNN served (Winograd, or bf16); the rest ran LibTorch's convolution.
   int64_t onednn_calls() const { return onednn_calls_; }
@@ -93,16 +94,16 @@ class InferenceConv {
 
  private:
   struct Primitive;
-  at::Tensor compute(const torch::nn::Conv2dImpl& conv, const BatchNorm2dImpl* bn, const at::Tensor& x,
-                     bool relu, const at::Tensor& residual, FeatureLayout out, bool only_convs_read,
+  at::Tensor compute(const torch::nn::Conv2dImpl& conv, const ConvNorm* bn, const at::Tensor& x,
+                     bool relu, const at::Tensor& residual, ops::MapLayout out, bool only_convs_read,
                      bool residual_writable);
   // Drops the cached derivatives when a parameter's version moved.
-  void refresh(const torch::nn::Conv2dImpl& conv, const BatchNorm2dImpl* bn);
+  void refresh(const torch::nn::Conv2dImpl& conv, const ConvNorm* bn);
   // The folded (weight, bias) for the current parameter versions. Not kept
   // once a oneDNN primitive holds them packed: the body's folded copies are
   // ~90 MB that a photo's peak RSS does not need.
-  std::pair<at::Tensor, at::Tensor> folded(const torch::nn::Conv2dImpl& conv, const BatchNorm2dImpl* bn);
-  std::shared_ptr<const ops::DnnlConv2d> primitive(const torch::nn::Conv2dImpl& conv, const BatchNorm2dImpl* bn,
+  std::pair<at::Tensor, at::Tensor> folded(const torch::nn::Conv2dImpl& conv, const ConvNorm* bn);
+  std::shared_ptr<const ops::DnnlConv2d> primitive(const torch::nn::Conv2dImpl& conv, const ConvNorm* bn,
                                                    const at::Tensor& x, bool relu, bool residual, bool bf16,
                                                    bool winograd, bool bf16_output);
 
@@ -114,4 +115,4 @@ class InferenceConv {
   std::atomic<int64_t> onednn_calls_{0}, onednn_parts_{0};
 };
 
-}  // namespace maskrcnn::modeling
+}  // namespace maskrcnn::cpu

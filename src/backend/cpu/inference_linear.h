@@ -19,7 +19,7 @@ namespace maskrcnn::ops {
 class DnnlMatmul;
 }
 
-namespace maskrcnn::modeling {
+namespace maskrcnn::cpu {
 
 class InferenceLinear {
  public:
@@ -51,4 +51,4 @@ class InferenceLinear {
   std::atomic<int64_t> onednn_calls_{0};
 };
 
-}  // namespace maskrcnn::modeling
+}  // namespace maskrcnn::cpu

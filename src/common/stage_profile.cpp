@@ -91,7 +91,7 @@ double peak_rss_mb() {
   return static_cast<double>(usage.ru_maxrss) / 1024.0;  // Linux: KB
 }
 
-namespace modeling {
+namespace common {
 
 ScopedStage::ScopedStage(const char* name) {
   if (current == nullptr) return;
@@ -128,5 +128,5 @@ void add_linear_flops(const at::Tensor& output, const at::Tensor& weight) {
   add_stage_flops(2.0 * static_cast<double>(output.numel()) * static_cast<double>(weight.size(1)));
 }
 
-}  // namespace modeling
+}  // namespace common
 }  // namespace maskrcnn

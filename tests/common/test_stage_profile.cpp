@@ -17,6 +17,7 @@ namespace {
 
 using maskrcnn::StageProfiler;
 using maskrcnn::common::ScopedStage;
+namespace common = maskrcnn::common;
 
 const maskrcnn::StageTime* find(const std::vector<maskrcnn::StageTime>& stages, const std::string& name) {
   for (const auto& s : stages)

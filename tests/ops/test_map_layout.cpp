@@ -15,10 +15,11 @@
 #include "modeling/poolers.h"
 
 using namespace maskrcnn;
+using namespace maskrcnn::modeling;
 
 namespace {
 
-TEST(ops::MapLayout, ConversionsRoundTripExactly) {
+TEST(MapLayout, ConversionsRoundTripExactly) {
   at::manual_seed(3);
   auto x = at::randn({2, 48, 7, 9});
   EXPECT_EQ(ops::layout_of(x), ops::MapLayout::NCHW);
@@ -40,7 +41,7 @@ TEST(ops::MapLayout, ConversionsRoundTripExactly) {
   EXPECT_THROW(ops::to_layout(at::randn({1, 20, 3, 3}), ops::MapLayout::Blocked16), c10::Error);
 }
 
-TEST(ops::MapLayout, PoolingAndUpsamplingBlockedMapsMatchNchw) {
+TEST(MapLayout, PoolingAndUpsamplingBlockedMapsMatchNchw) {
   at::manual_seed(4);
   auto x = at::randn({2, 32, 13, 10});
   auto blocked = ops::to_layout(x, ops::MapLayout::Blocked16);
@@ -64,7 +65,7 @@ TEST(ops::MapLayout, PoolingAndUpsamplingBlockedMapsMatchNchw) {
 // The backbone's blocked maps (what inference hands the RPN head and
 // RoIAlign) hold the values forward()'s 4-D maps hold, and the anchors and
 // RoI pooling read them as they read the 4-D ones.
-TEST(ops::MapLayout, BlockedBackboneFeaturesServeAnchorsAndPoolingAsFourDOnes) {
+TEST(MapLayout, BlockedBackboneFeaturesServeAnchorsAndPoolingAsFourDOnes) {
   at::manual_seed(3);
   torch::NoGradGuard no_grad;
   BackboneWithFPN backbone(50, NormSpec{true, 1e-5}, false);
@@ -97,7 +98,7 @@ TEST(ops::MapLayout, BlockedBackboneFeaturesServeAnchorsAndPoolingAsFourDOnes) {
 // Inference over the body gives each block's input up, so the residual add
 // accumulates in the input's (or the downsample's) memory; a block's public
 // forward() leaves its input alone, and both give the same maps.
-TEST(ops::MapLayout, BlocksGivenTheirInputLeaveOtherMapsAlone) {
+TEST(MapLayout, BlocksGivenTheirInputLeaveOtherMapsAlone) {
   at::manual_seed(4);
   torch::NoGradGuard no_grad;
   ResNetBody body(50, NormSpec{true, 1e-5});

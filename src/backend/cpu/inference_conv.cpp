@@ -303,7 +303,7 @@ at::Tensor InferenceConv::compute(const torch::nn::Conv2dImpl& conv, const ConvN
     // Training ('same'/'valid' or reflect/circular padding too): the modules
     // themselves, so autograd sees torchvision's graph.
     auto y = const_cast<torch::nn::Conv2dImpl&>(conv).forward(ops::to_4d(x).to(at::kFloat));
-    if (bn) y = const_cast<BatchNorm2dImpl*>(bn)->forward(y);
+    if (bn) y = bn->normalize(y);
     if (residual.defined()) y = y + ops::to_4d(residual).to(at::kFloat);
     return relu ? at::relu(y) : y;
   }

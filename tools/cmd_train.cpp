@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "commands.h"
+#include "engine/training.h"
 #include "maskrcnn/error.h"
 #include "maskrcnn/trainer.h"
 
@@ -26,6 +27,7 @@ namespace {
 
 struct TrainArgs {
   TrainOptions o;
+  engine::TrainDrills drills;  // hidden test flags
   std::string arch, backbone = "resnet50";
   int nproc = 1;
   double max_annotation_mb = 2048;
@@ -98,7 +100,7 @@ void run_train(TrainArgs& a) {
   apply_annotation_size_limit(a.max_annotation_mb);
   if (!a.arch.empty()) a.o.arch = parse_arch(a.arch);
   a.o.backbone_depth = parse_backbone(a.backbone);
-  auto r = train(a.o);
+  auto r = engine::run_training(a.o, a.drills);
   if (const char* rank = std::getenv("RANK"); rank && std::atoi(rank) != 0) return;
   std::printf("trained iterations %lld-%lld in %.1f s, final loss %.4f\n",
               static_cast<long long>(r.start_iteration), static_cast<long long>(r.iterations),
@@ -170,7 +172,7 @@ void add_train_command(CLI::App& app) {
       ->capture_default_str();
   cmd->add_flag("--frozen-bn", o.frozen_batch_norm,
                 "Without --weights: FrozenBatchNorm2d in the backbone instead of BatchNorm2d");
-  cmd->add_option("--inject-nan-at", o.inject_nan_at, "Failure drill: NaN loss at this iteration")
+  cmd->add_option("--inject-nan-at", a->drills.inject_nan_at, "Failure drill: NaN loss at this iteration")
       ->group("");
   add_annotation_size_limit(cmd, a->max_annotation_mb);
   cmd->callback([a] { run_train(*a); });

@@ -51,7 +51,6 @@ struct TrainOptions {
   int64_t checkpoint_every = 500;  // iterations; the end of the run always saves
   int64_t eval_every = 0;          // iterations; 0: only at the end (with val data)
   bool progress = true;
-  int64_t inject_nan_at = -1;  // failure drill: make this iteration's loss NaN
   // Data parallel on c10d (Gloo) when the torchrun variables (RANK, WORLD_SIZE,
   // MASTER_ADDR, MASTER_PORT) say so: batch_size is per process, gradients are
   // averaged, rank 0 writes every file. A peer that dies or hangs stops the

@@ -42,6 +42,11 @@ int env_int(const char* name, int fallback) {
   throw DistError(std::string("environment variable ") + name + "='" + v + "' is not an integer");
 }
 
+void check_rank(int rank, int world) {
+  if (rank < 0 || rank >= world)
+    throw DistError("RANK must be set to 0.." + std::to_string(world - 1) + " when WORLD_SIZE=" + std::to_string(world));
+}
+
 // The local address the kernel routes to host:port from (a connected UDP
 // socket sends nothing). Empty when it cannot be found.
 std::string local_address_towards(const std::string& host, int port) {
@@ -165,34 +170,45 @@ struct ProcessGroup::Impl {
 };
 
 std::optional<ProcessGroup> ProcessGroup::from_env(std::chrono::milliseconds timeout) {
-  const int world = env_int("WORLD_SIZE", 1);
-  if (world <= 1) return std::nullopt;
-  auto impl = std::make_unique<Impl>();
-  impl->world = world;
-  impl->rank = env_int("RANK", -1);
-  impl->local_rank = env_int("LOCAL_RANK", 0);
-  if (impl->rank < 0 || impl->rank >= world)
-    throw DistError("RANK must be set to 0.." + std::to_string(world - 1) +
-                    " when WORLD_SIZE=" + std::to_string(world));
-  const std::string master = env_or("MASTER_ADDR", "127.0.0.1");
-  const int port = env_int("MASTER_PORT", 29500);
-  if (port <= 0 || port > 65535) throw DistError("MASTER_PORT out of range");
-
+  Rendezvous r;
+  r.world_size = env_int("WORLD_SIZE", 1);
+  if (r.world_size <= 1) return std::nullopt;
+  r.rank = env_int("RANK", -1);
+  r.local_rank = env_int("LOCAL_RANK", 0);
+  check_rank(r.rank, r.world_size);
+  r.master_addr = env_or("MASTER_ADDR", "127.0.0.1");
+  r.master_port = env_int("MASTER_PORT", 29500);
   // torchrun's static rendezvous has its agent host the store on MASTER_PORT:
   // then every rank is a client, under a per-restart prefix (as in
   // torch/distributed/rendezvous.py). Otherwise rank 0 hosts it.
-  const bool agent_store = env_or("TORCHELASTIC_USE_AGENT_STORE", "") == "True";
+  r.agent_store = env_or("TORCHELASTIC_USE_AGENT_STORE", "") == "True";
+  r.restart_count = env_or("TORCHELASTIC_RESTART_COUNT", "0");
+  return connect(r, timeout);
+}
+
+ProcessGroup ProcessGroup::connect(const Rendezvous& r, std::chrono::milliseconds timeout) {
+  const int world = r.world_size;
+  if (world < 2) throw DistError("a process group needs WORLD_SIZE >= 2");
+  auto impl = std::make_unique<Impl>();
+  impl->world = world;
+  impl->rank = r.rank;
+  impl->local_rank = r.local_rank;
+  check_rank(r.rank, world);
+  const std::string& master = r.master_addr;
+  const int port = r.master_port;
+  if (port <= 0 || port > 65535) throw DistError("MASTER_PORT out of range");
+
   c10d::TCPStoreOptions so;
   so.port = static_cast<std::uint16_t>(port);
-  so.isServer = !agent_store && impl->rank == 0;
+  so.isServer = !r.agent_store && impl->rank == 0;
   so.numWorkers = static_cast<std::size_t>(world);
   so.waitWorkers = false;  // the Gloo rendezvous below waits for everyone anyway (1x timeout, not 2x)
   so.timeout = timeout;
   try {
     impl->store = c10::make_intrusive<c10d::TCPStore>(master, so);
-    if (agent_store)
-      impl->store = c10::make_intrusive<c10d::PrefixStore>(
-          "/worker/attempt_" + env_or("TORCHELASTIC_RESTART_COUNT", "0"), impl->store);
+    if (r.agent_store)
+      impl->store =
+          c10::make_intrusive<c10d::PrefixStore>("/worker/attempt_" + r.restart_count, impl->store);
     auto opts = c10d::ProcessGroupGloo::Options::create(timeout);
     opts->devices = gloo_devices(master, port);
     opts->threads = 2;

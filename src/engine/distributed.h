@@ -23,12 +23,27 @@ class DistError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// Where and as whom a process joins the group (what from_env reads from the
+// torchrun variables).
+struct Rendezvous {
+  int rank = 0, world_size = 1, local_rank = 0;
+  std::string master_addr = "127.0.0.1";
+  int master_port = 29500;
+  // torchrun's agent hosts the store (TORCHELASTIC_USE_AGENT_STORE=True);
+  // keys then live under its per-restart prefix.
+  bool agent_store = false;
+  std::string restart_count = "0";
+};
+
 class ProcessGroup {
  public:
   // nullopt when WORLD_SIZE is unset or 1 (single process: no communication).
   // Throws DistError on a malformed environment or when the rendezvous does
   // not complete within `timeout`. `timeout` is also the per-collective limit.
   static std::optional<ProcessGroup> from_env(std::chrono::milliseconds timeout);
+  // Joins the group `r` describes (world_size >= 2); blocks until every rank
+  // has joined. Throws DistError on bad values or a failed rendezvous.
+  static ProcessGroup connect(const Rendezvous& r, std::chrono::milliseconds timeout);
 
   ProcessGroup(ProcessGroup&&) noexcept;
   ProcessGroup& operator=(ProcessGroup&&) noexcept;

@@ -58,10 +58,9 @@ void MetricsHook::after_step(const StepResult& step) {
 }
 
 CheckpointHook::CheckpointHook(const MaskRCNN& model, const SGD& sgd, std::string checkpoint,
-                               std::string final_weights, std::vector<std::string> class_names, int64_t every,
-                               bool main_process)
+                               std::string final_weights, int64_t every, bool main_process)
     : model_(model), sgd_(sgd), checkpoint_(std::move(checkpoint)), final_weights_(std::move(final_weights)),
-      class_names_(std::move(class_names)), every_(every), main_process_(main_process) {}
+      every_(every), main_process_(main_process) {}
 
 void CheckpointHook::save(int64_t next_iteration) {
   if (!main_process_) return;
@@ -69,7 +68,7 @@ void CheckpointHook::save(int64_t next_iteration) {
     if (!at::isfinite(p).all().item<bool>())
       throw Error("train: parameter " + name + " is not finite; not saving. The last good checkpoint is " +
                   checkpoint_);
-  save_training_checkpoint(checkpoint_, model_, sgd_, next_iteration, class_names_);
+  save_training_checkpoint(checkpoint_, model_, sgd_, next_iteration);
 }
 
 void CheckpointHook::after_step(const StepResult& step) {
@@ -81,7 +80,7 @@ void CheckpointHook::after_train() {
   save(trainer().iteration());
   if (!main_process_) return;
   save_state_dict(model_.state_dict(), final_weights_);
-  write_model_info(final_weights_, ModelInfo{model_.config(), class_names_});
+  write_model_info(final_weights_, ModelInfo{model_.config(), model_.class_names()});
 }
 
 ValidationHook::ValidationHook(MaskRCNN& model, const TrainOptions& options, int threads, ProcessGroup* group,

@@ -65,7 +65,7 @@ class MetricsHook : public HookBase {
 class CheckpointHook : public HookBase {
  public:
   CheckpointHook(const MaskRCNN& model, const SGD& sgd, std::string checkpoint, std::string final_weights,
-                 std::vector<std::string> class_names, int64_t every, bool main_process);
+                 int64_t every, bool main_process);
   void after_step(const StepResult& step) override;
   void after_train() override;
 
@@ -75,7 +75,6 @@ class CheckpointHook : public HookBase {
   const MaskRCNN& model_;
   const SGD& sgd_;
   std::string checkpoint_, final_weights_;
-  std::vector<std::string> class_names_;
   int64_t every_;
   bool main_process_;
 };

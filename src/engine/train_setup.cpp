@@ -67,14 +67,14 @@ std::string checkpoint_path(const std::string& output_dir) {
 }
 
 void save_training_checkpoint(const std::string& path, const MaskRCNN& model, const SGD& optimizer,
-                              int64_t next_iteration, const std::vector<std::string>& class_names) {
+                              int64_t next_iteration) {
   StateDict out;
   for (auto& [k, v] : model.state_dict()) out.emplace_back("model." + k, v);
   for (auto& [k, v] : optimizer.momentum_buffers()) out.emplace_back("optimizer.momentum." + k, v);
   out.emplace_back("meta.iteration", at::scalar_tensor(next_iteration, at::kLong));
   // The config first: a kill between the two writes leaves a JSON that still
   // describes the previous checkpoint's model (the same model).
-  write_model_info(path, ModelInfo{model.config(), class_names});
+  write_model_info(path, ModelInfo{model.config(), model.class_names()});
   save_state_dict(out, path);
 }
 

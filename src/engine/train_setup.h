@@ -25,7 +25,7 @@ double learning_rate(const TrainOptions& options, int64_t iteration, int64_t tot
 // OUTPUT/checkpoint.pth (+ checkpoint.json with the model's config).
 std::string checkpoint_path(const std::string& output_dir);
 void save_training_checkpoint(const std::string& path, const MaskRCNN& model, const SGD& optimizer,
-                              int64_t next_iteration, const std::vector<std::string>& class_names);
+                              int64_t next_iteration);
 // Rebuilds the model from checkpoint.json and restores weights and momentum;
 // returns the iteration to continue from.
 struct ResumedState {

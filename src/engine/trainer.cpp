@@ -87,10 +87,11 @@ struct StartingPoint {
 
 // The checkpoint's model, iteration and momentum with --resume (when there is
 // one), else a fresh model from the options.
-StartingPoint starting_point(const TrainOptions& o, int num_classes, const std::string& ckpt, bool main_process) {
+StartingPoint starting_point(const TrainOptions& o, int num_classes, std::vector<std::string> class_names,
+                             const std::string& ckpt, bool main_process) {
   StartingPoint s;
   if (!o.resume || !fs::exists(ckpt)) {
-    s.model.emplace(build_training_model(o, num_classes));
+    s.model.emplace(build_training_model(o, num_classes, std::move(class_names)));
     return s;
   }
   auto r = load_training_checkpoint(ckpt, o);
@@ -141,7 +142,7 @@ struct RunHooks {
 // In this order, so that a step's metrics line comes before its checkpoint
 // and validation, and the final checkpoint before the final validation.
 RunHooks add_hooks(Trainer& trainer, const TrainOptions& o, MetricsFile& metrics, const std::string& ckpt,
-                   const std::string& final_weights, const std::vector<std::string>& class_names, int threads) {
+                   const std::string& final_weights, int threads) {
   ProcessGroup* group = trainer.group();
   const bool main_process = !group || group->rank() == 0;
   RunHooks hooks;
@@ -149,7 +150,7 @@ RunHooks add_hooks(Trainer& trainer, const TrainOptions& o, MetricsFile& metrics
   hooks.metrics = &trainer.register_hook(std::make_unique<MetricsHook>(metrics, o.log_every, trainer.averager()));
   trainer.register_hook(std::make_unique<ProgressHook>(o.progress && main_process));
   trainer.register_hook(std::make_unique<CheckpointHook>(trainer.model(), trainer.sgd(), ckpt, final_weights,
-                                                         class_names, o.checkpoint_every, main_process));
+                                                         o.checkpoint_every, main_process));
   if (!o.val_annotations.empty())
     hooks.validation =
         &trainer.register_hook(std::make_unique<ValidationHook>(trainer.model(), o, threads, group, metrics));
@@ -187,7 +188,7 @@ TrainReport run_training(const TrainOptions& o, const TrainDrills& drills) {
   const std::string ckpt = checkpoint_path(o.output_dir);
   // A run killed during a save leaves its temporary (checkpoint.pth.tmp.PID).
   if (main_process) io::remove_stale_temporaries(ckpt);
-  StartingPoint start = starting_point(o, num_classes, ckpt, main_process);
+  StartingPoint start = starting_point(o, num_classes, class_names, ckpt, main_process);
   MaskRCNN& model = *start.model;
   model.train(true);
   if (group) broadcast_weights(model, *group);
@@ -215,7 +216,7 @@ TrainReport run_training(const TrainOptions& o, const TrainDrills& drills) {
   TrainReport report;
   report.start_iteration = start.iteration;
   report.final_weights = (fs::path(o.output_dir) / "model_final.pth").string();
-  const RunHooks hooks = add_hooks(trainer, o, metrics, ckpt, report.final_weights, class_names, threads);
+  const RunHooks hooks = add_hooks(trainer, o, metrics, ckpt, report.final_weights, threads);
 
   const auto t0 = std::chrono::steady_clock::now();
   run_or_explain(trainer, start.iteration, total, ckpt, o.progress && main_process);

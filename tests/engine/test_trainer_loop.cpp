@@ -13,7 +13,7 @@
 #include <string>
 #include <vector>
 
-#include "data/temp_dir.h"
+#include "support/temp_dir.h"
 #include "engine/hooks.h"
 #include "engine/trainer_loop.h"
 

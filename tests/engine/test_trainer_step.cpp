@@ -16,7 +16,7 @@
 #include "data/coco_detection.h"
 #include "data/loader.h"
 #include "data/shapes.h"
-#include "data/temp_dir.h"
+#include "support/temp_dir.h"
 #include "engine/hooks.h"
 #include "engine/train_setup.h"
 #include "engine/trainer_loop.h"
@@ -48,7 +48,7 @@ class TinyTraining : public ::testing::Test {
     o_.lr = 0.01;
     o_.warmup_iters = 2;
     o_.seed = 5;
-    model_.emplace(build_training_model(o_, 4));
+    model_.emplace(build_training_model(o_, 4, {"bg", "a", "b", "c"}));
     model_->train(true);
     sgd_.emplace(model_->trainable_parameters(), o_.momentum, o_.weight_decay);
     data::LoaderOptions lo;
@@ -154,8 +154,7 @@ TEST_F(TinyTraining, CheckpointsComeEveryNStepsAndAtTheEnd) {
   const std::string ckpt = checkpoint_path(*dir_ / "out"), final_weights = *dir_ / "out/model_final.pth";
   fs::create_directories(*dir_ / "out");
   auto trainer = make_trainer(0.0, 3);
-  trainer->register_hook(std::make_unique<CheckpointHook>(*model_, *sgd_, ckpt, final_weights,
-                                                          std::vector<std::string>{"bg", "a", "b", "c"}, 2, true));
+  trainer->register_hook(std::make_unique<CheckpointHook>(*model_, *sgd_, ckpt, final_weights, 2, true));
   // Whether the checkpoint exists after each step (the spy runs after the checkpoint hook).
   class Spy : public HookBase {
    public:
@@ -183,8 +182,7 @@ TEST_F(TinyTraining, NonFiniteWeightsAreNotSaved) {
   const std::string ckpt = checkpoint_path(*dir_ / "out");
   fs::create_directories(*dir_ / "out");
   auto trainer = make_trainer(0.0, 0);
-  trainer->register_hook(std::make_unique<CheckpointHook>(*model_, *sgd_, ckpt, *dir_ / "out/model_final.pth",
-                                                          std::vector<std::string>{"bg", "a", "b", "c"}, 1, true));
+  trainer->register_hook(std::make_unique<CheckpointHook>(*model_, *sgd_, ckpt, *dir_ / "out/model_final.pth", 1, true));
   const std::string bad = sgd_->params().back().first;
   {
     at::NoGradGuard no_grad;
@@ -205,8 +203,7 @@ TEST_F(TinyTraining, OnlyTheMainProcessSaves) {
   const std::string ckpt = checkpoint_path(*dir_ / "out");
   fs::create_directories(*dir_ / "out");
   auto trainer = make_trainer(0.0, 0);
-  trainer->register_hook(std::make_unique<CheckpointHook>(*model_, *sgd_, ckpt, *dir_ / "out/model_final.pth",
-                                                          std::vector<std::string>{"bg", "a", "b", "c"}, 1, false));
+  trainer->register_hook(std::make_unique<CheckpointHook>(*model_, *sgd_, ckpt, *dir_ / "out/model_final.pth", 1, false));
   trainer->run(0, 0);
   EXPECT_FALSE(fs::exists(ckpt));
   EXPECT_FALSE(fs::exists(*dir_ / "out/model_final.pth"));

@@ -4,9 +4,7 @@
 //                  --val-images DIR] [--weights INIT.pth] [--num-classes N] [--arch ...]
 //                  [--backbone resnet50] [--iterations N | --epochs E] [--output-dir DIR] ...
 #include <signal.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
-#include <netinet/in.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -17,6 +15,7 @@
 #include <vector>
 
 #include "commands.h"
+#include "engine/distributed.h"
 #include "engine/training.h"
 #include "maskrcnn/error.h"
 #include "maskrcnn/trainer.h"
@@ -33,23 +32,6 @@ struct TrainArgs {
   double max_annotation_mb = 2048;
 };
 
-// A TCP port that is free right now, for the local rendezvous.
-int free_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof addr;
-  if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
-    if (fd >= 0) ::close(fd);
-    throw Error("train: --nproc: cannot find a free local port");
-  }
-  const int port = ntohs(addr.sin_port);
-  ::close(fd);
-  return port;
-}
-
 // --nproc N: start N copies of this very command as ranks 0..N-1 on this
 // machine, the way `torchrun --nproc-per-node N --no-python` would, and wait.
 // The first failing rank's exit code is returned; the others are stopped.
@@ -60,7 +42,12 @@ int launch_local_workers(int nproc) {
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
-  const std::string port = std::to_string(free_port());
+  std::string port;
+  try {
+    port = std::to_string(engine::free_loopback_port());
+  } catch (const engine::DistError& e) {
+    throw Error(std::string("train: --nproc: ") + e.what());
+  }
   std::vector<pid_t> pids;
   for (int r = 0; r < nproc; ++r) {
     pid_t pid = ::fork();

@@ -35,6 +35,10 @@ struct Rendezvous {
   std::string restart_count = "0";
 };
 
+// A TCP port on 127.0.0.1 that is free right now (bound, read, released),
+// for a rendezvous on this machine. Throws DistError when none can be had.
+int free_loopback_port();
+
 class ProcessGroup {
  public:
   // nullopt when WORLD_SIZE is unset or 1 (single process: no communication).

@@ -7,9 +7,6 @@
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include <chrono>
 #include <exception>
@@ -25,25 +22,10 @@ using maskrcnn::engine::Rendezvous;
 
 namespace {
 
-// A port on 127.0.0.1 that is free right now.
-int free_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof addr;
-  int port = 0;
-  if (fd >= 0 && ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 &&
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0)
-    port = ntohs(addr.sin_port);
-  if (fd >= 0) ::close(fd);
-  return port;
-}
-
 // Runs body(group) on ranks 0 and 1, each in its own thread with its own
 // group; rethrows the first rank's exception.
 void on_two_ranks(const std::function<void(ProcessGroup&)>& body) {
-  const int port = free_port();
+  const int port = maskrcnn::engine::free_loopback_port();
   ASSERT_GT(port, 0);
   std::exception_ptr errors[2];
   std::vector<std::thread> threads;

@@ -43,6 +43,7 @@ void check_options(const TrainOptions& o) {
     throw Error("train: --rois-per-image and --proposals-per-image must be >= 1");
   if (o.lr <= 0 || !std::isfinite(o.lr)) throw Error("train: --lr must be > 0");
   if (o.iterations <= 0 && o.epochs <= 0) throw Error("train: give --iterations N or --epochs E > 0");
+  if (o.log_every < 1) throw Error("train: --log-every must be >= 1");
   if (o.min_size < 1 || o.max_size < o.min_size) throw Error("train: need 1 <= --min-size <= --max-size");
   for (int d : {18, 34, 50, 101})
     if (o.backbone_depth == d) return;

@@ -22,6 +22,7 @@
 #include "engine/trainer_loop.h"
 #include "maskrcnn/checkpoint.h"
 #include "maskrcnn/model_info.h"
+#include "maskrcnn/trainer.h"
 
 namespace fs = std::filesystem;
 using namespace maskrcnn;
@@ -210,3 +211,17 @@ TEST_F(TinyTraining, OnlyTheMainProcessSaves) {
 }
 
 }  // namespace
+
+// Checked before anything is read: a zero window would divide by zero.
+TEST(TrainOptions, LogEveryBelowOneIsAClearError) {
+  TrainOptions o;
+  o.train_annotations = "annotations.json";
+  o.train_images = "images";
+  o.log_every = 0;
+  try {
+    maskrcnn::train(o);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("--log-every must be >= 1"), std::string::npos) << e.what();
+  }
+}

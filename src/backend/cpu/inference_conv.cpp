@@ -263,10 +263,15 @@ at::Tensor InferenceConv::compute(const torch::nn::Conv2dImpl& conv, const ConvN
   // Frozen layers in training (the stem and layer1 by default) need no graph:
   // nothing they read requires a gradient, so they take the inference path.
   const auto wants_grad = [](const at::Tensor& t) { return t.defined() && t.requires_grad(); };
-  const std::vector<at::Tensor> norm_state = bn ? bn->state() : std::vector<at::Tensor>{};
+  // The norm's tensors only under grad mode: inference (the hot path) never builds the list.
+  const auto norm_wants_grad = [&] {
+    if (!bn) return false;
+    const auto state = bn->state();
+    return std::any_of(state.begin(), state.end(), wants_grad);
+  };
   const bool needs_grad = at::GradMode::is_enabled() &&
                           (wants_grad(x) || wants_grad(conv.weight) || wants_grad(conv.bias) ||
-                           wants_grad(residual) || std::any_of(norm_state.begin(), norm_state.end(), wants_grad));
+                           wants_grad(residual) || norm_wants_grad());
   if (needs_grad && (!bn || bn->frozen()) && padding != nullptr && opt.groups() == 1) {
     // Training, with frozen batch norm (torchvision's default backbone) or
     // none: the affine folded into the weights inside the graph, so autograd

@@ -27,7 +27,8 @@ namespace {
 struct TrainArgs {
   TrainOptions o;
   engine::TrainDrills drills;  // hidden test flags
-  std::string arch, backbone = "resnet50";
+  std::string arch, backbone = "resnet50", norm;
+  bool frozen_bn = false;
   int nproc = 1;
   double max_annotation_mb = 2048;
 };
@@ -86,6 +87,10 @@ void run_train(TrainArgs& a) {
   }
   apply_annotation_size_limit(a.max_annotation_mb);
   if (!a.arch.empty()) a.o.arch = parse_arch(a.arch);
+  if (a.frozen_bn && !a.norm.empty() && a.norm != "frozen-bn")
+    throw Error("train: --frozen-bn contradicts --norm " + a.norm);
+  if (a.frozen_bn) a.o.norm = Norm::FrozenBatchNorm;
+  if (!a.norm.empty()) a.o.norm = parse_norm(a.norm);
   a.o.backbone_depth = parse_backbone(a.backbone);
   auto r = engine::run_training(a.o, a.drills);
   if (const char* rank = std::getenv("RANK"); rank && std::atoi(rank) != 0) return;
@@ -112,11 +117,31 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--num-classes", o.num_classes,
                   "Classes incl. background (default: the data's max category id + 1)");
   cmd->add_option("--arch", a->arch,
-                  "maskrcnn_resnet50_fpn | maskrcnn_resnet50_fpn_v2 (default: the weights', else v1)");
+                  "maskrcnn_resnet50_fpn | maskrcnn_resnet50_fpn_v2 (default: the weights'; without "
+                  "weights v2 with --norm gn, else v1)");
+  cmd->add_option("--norm", a->norm,
+                  "Without --weights: the norm layers, gn (GroupNorm in backbone, FPN and heads: any "
+                  "batch size; --nproc N x batch B trains as 1 x N*B) | bn (BatchNorm2d, per process "
+                  "batch statistics) | frozen-bn (default: gn)");
   cmd->add_option("--backbone", a->backbone, "Without --weights: resnet18|resnet34|resnet50|resnet101")
       ->capture_default_str();
   cmd->add_option("--trainable-layers", o.trainable_backbone_layers,
                   "Trainable ResNet stages 0-5 (default: 3 with --weights, 5 without)");
+  cmd->add_option("--representation-size", o.representation_size,
+                  "Without --weights: the box head's fc width")
+      ->capture_default_str();
+  cmd->add_option("--box-head-convs", o.box_head_conv_layers,
+                  "Without --weights, v2: the box head's 3x3 conv layers")
+      ->capture_default_str();
+  cmd->add_option("--mask-head-layers", o.mask_head_layers, "Without --weights: the mask head's conv layers")
+      ->capture_default_str();
+  cmd->add_option("--mask-head-channels", o.mask_head_channels, "Without --weights: their width")
+      ->capture_default_str();
+  cmd->add_option("--anchor-sizes", o.anchor_sizes,
+                  "RPN anchor sizes of P2..P6, 5 numbers (default: the weights' (32..512); without "
+                  "weights 32..512 x min-size/512, clamped to x0.25..x1)")
+      ->delimiter(',')
+      ->expected(5);
   cmd->add_option("--min-size", o.min_size, "Resize: shorter side")->capture_default_str();
   cmd->add_option("--max-size", o.max_size, "Resize: longer side at most")->capture_default_str();
   cmd->add_option("--batch-size", o.batch_size, "Images per iteration (per process)")->capture_default_str();
@@ -126,17 +151,29 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--proposals-per-image", o.proposals_per_image,
                   "RPN proposals kept per image in training (torchvision: 2000)")
       ->capture_default_str();
-  cmd->add_option("--lr", o.lr, "Base learning rate")->capture_default_str();
+  cmd->add_option("--lr", o.lr, "Base learning rate (default: 0.001 with adamw, 0.01 with sgd)");
+  cmd->add_option("--optimizer", o.optimizer,
+                  "sgd (torch.optim.SGD with momentum) | adamw (torch.optim.AdamW) (default: adamw without "
+                  "--weights, sgd with)");
   cmd->add_option("--momentum", o.momentum, "SGD momentum")->capture_default_str();
-  cmd->add_option("--weight-decay", o.weight_decay, "SGD weight decay")->capture_default_str();
+  cmd->add_option("--weight-decay", o.weight_decay,
+                  "Weight decay, decoupled with adamw (default: 0.05 with adamw, 1e-4 with sgd)");
   cmd->add_option("--clip-grad-norm", o.clip_grad_norm,
-                  "Clip the gradients' joint L2 norm to this (0: off, as torchvision)")
-      ->capture_default_str();
+                  "Clip the gradients' joint L2 norm to this, 0: off (default: 5 without --weights, 0 "
+                  "with, as torchvision)");
   cmd->add_option("--warmup-iters", o.warmup_iters, "Linear warm-up iterations")->capture_default_str();
+  cmd->add_option("--lr-schedule", o.lr_schedule,
+                  "After warm-up: cosine (to 0 at the end) | step (x0.1 at 67% and 89% of the run)")
+      ->capture_default_str();
   cmd->add_option("--iterations", o.iterations, "Iterations to train (default 0: use --epochs)")
       ->capture_default_str();
-  cmd->add_option("--epochs", o.epochs, "Epochs to train when --iterations is 0")->capture_default_str();
-  cmd->add_option("--max-minutes", o.max_minutes, "Stop and save after this many minutes (0: no limit)")
+  cmd->add_option("--epochs", o.epochs,
+                  "Epochs to train when --iterations is 0 (default 0: 10, or with --max-minutes as many "
+                  "as fit)")
+      ->capture_default_str();
+  cmd->add_option("--max-minutes", o.max_minutes,
+                  "Time budget: stop and save after this many minutes (0: no limit). The lr schedule "
+                  "is laid over the iterations that fit, estimated from the measured speed")
       ->capture_default_str();
   cmd->add_option("--seed", o.seed, "Seed of init, data order, flips and sampling")->capture_default_str();
   cmd->add_option("--threads", o.threads, "Compute threads (0: all cores)")->capture_default_str();
@@ -157,8 +194,11 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--dist-timeout", o.dist_timeout_s,
                   "Seconds after which a dead or hung peer process stops the others")
       ->capture_default_str();
-  cmd->add_flag("--frozen-bn", o.frozen_batch_norm,
-                "Without --weights: FrozenBatchNorm2d in the backbone instead of BatchNorm2d");
+  cmd->add_flag("--frozen-bn", a->frozen_bn, "Without --weights: the same as --norm frozen-bn");
+  cmd->add_flag("--sync-bn", o.sync_batch_norm,
+                "With --nproc/torchrun and --norm bn: the backbone's batch statistics over all processes "
+                "(torch.nn.SyncBatchNorm), so N processes x batch B train as 1 x N*B; without it each "
+                "process normalises its own images (as DDP without SyncBatchNorm)");
   cmd->add_option("--inject-nan-at", a->drills.inject_nan_at, "Failure drill: NaN loss at this iteration")
       ->group("");
   add_annotation_size_limit(cmd, a->max_annotation_mb);

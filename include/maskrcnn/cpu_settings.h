@@ -19,6 +19,12 @@ namespace maskrcnn {
 // Also caps oneDNN's process-wide primitive cache at 16 primitives (~500 MB
 // less peak RSS over many image sizes); ONEDNN_PRIMITIVE_CACHE_CAPACITY overrides.
 void tune_allocator_for_inference();
+// Training runs LibTorch's convolutions (Debian's LibTorch on the same oneDNN)
+// forward and backward at many shapes (each step's RoI counts differ): it
+// needs oneDNN's default cache of 1024 primitives, or they are JIT-compiled
+// again on every call. `maskrcnn train` calls it (not when
+// ONEDNN_PRIMITIVE_CACHE_CAPACITY is set).
+void tune_primitive_cache_for_training();
 
 // How inference computes 3x3 stride-1 convolutions on the CPU (most of the
 // model's work). Winograd (the default where available): oneDNN's Winograd

@@ -41,6 +41,8 @@ struct ModelOverrides {
   // Training sizes: RoIs sampled per image for the heads, RPN proposals kept.
   std::optional<int> box_batch_size_per_image;
   std::optional<int> rpn_top_n_train;
+  // Not in the state dict: the sidecar's, else torchvision's 32..512.
+  std::optional<std::vector<double>> anchor_sizes;
   // Index = label, [0] = "__background__". Empty: the sidecar's, else COCO's
   // for a 91-class model, else "1", "2", ...
   std::vector<std::string> class_names;

@@ -27,7 +27,14 @@ void write_model_info(const std::string& weights_path, const ModelInfo& info) {
       {"class_names", info.class_names},
       {"min_size", c.min_size},
       {"max_size", c.max_size},
-      {"frozen_batch_norm", c.frozen_batch_norm},
+      {"norm", norm_name(c.norm)},
+      {"anchor_sizes", c.anchor_sizes},
+      // The head sizes are the state dict's shapes; here for whoever rebuilds
+      // the model elsewhere (torchvision: tests/python/check_torchvision_load.py).
+      {"representation_size", c.representation_size},
+      {"box_head_conv_layers", c.arch == Arch::V2 ? c.box_head_conv_layers : 0},
+      {"mask_head_layers", c.mask_head_layers},
+      {"mask_head_channels", c.mask_head_channels},
       {"backbone_norm_eps", c.backbone_norm_eps},
       {"trainable_backbone_layers", c.trainable_backbone_layers},
   };
@@ -55,7 +62,19 @@ std::optional<ModelInfo> read_model_info(const std::string& weights_path) {
     c.num_classes = j.at("num_classes").get<int>();
     c.min_size = j.value("min_size", c.min_size);
     c.max_size = j.value("max_size", c.max_size);
-    c.frozen_batch_norm = j.value("frozen_batch_norm", c.frozen_batch_norm);
+    if (j.contains("norm")) {
+      try {
+        c.norm = parse_norm(j.at("norm").get<std::string>());
+      } catch (const Error& e) {
+        throw Error(path + ": " + e.what());
+      }
+    } else if (j.value("frozen_batch_norm", true) == false) {  // written before "norm" existed
+      c.norm = Norm::BatchNorm;
+    }
+    c.anchor_sizes = j.value("anchor_sizes", c.anchor_sizes);
+    if (c.anchor_sizes.size() != 5) throw Error(path + ": \"anchor_sizes\" needs 5 sizes (P2..P6)");
+    for (double a : c.anchor_sizes)
+      if (!(a > 0)) throw Error(path + ": \"anchor_sizes\" must be > 0");
     c.backbone_norm_eps = j.value("backbone_norm_eps", c.backbone_norm_eps);
     c.trainable_backbone_layers = j.value("trainable_backbone_layers", c.trainable_backbone_layers);
     if (j.contains("class_names")) info.class_names = j["class_names"].get<std::vector<std::string>>();
@@ -73,6 +92,7 @@ MaskRCNN load_model(const std::string& weights_path, const ModelOverrides& overr
   if (info) {
     if (!o.min_size) o.min_size = info->config.min_size;
     if (!o.max_size) o.max_size = info->config.max_size;
+    if (!o.anchor_sizes) o.anchor_sizes = info->config.anchor_sizes;
   }
   const auto state = load_state_dict(weights_path);
   const int file_classes = infer_config(state, weights_path).num_classes;

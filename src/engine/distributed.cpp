@@ -132,6 +132,7 @@ int free_loopback_port() {
 struct ProcessGroup::Impl {
   c10::intrusive_ptr<c10d::Store> store;
   c10::intrusive_ptr<c10d::ProcessGroupGloo> gloo;  // 1.x: a ProcessGroup; 2.x: a c10d::Backend
+  c10::intrusive_ptr<c10d::ProcessGroupGloo::Options> options;
   int rank = 0, world = 1, local_rank = 0;
   std::size_t bucket_bytes = 25u << 20;
   bool broken = false;  // a collective failed: peers are out of step
@@ -227,12 +228,32 @@ ProcessGroup ProcessGroup::connect(const Rendezvous& r, std::chrono::millisecond
     auto opts = c10d::ProcessGroupGloo::Options::create(timeout);
     opts->devices = gloo_devices(master, port);
     opts->threads = 2;
+    impl->options = opts;
     impl->gloo = c10::make_intrusive<c10d::ProcessGroupGloo>(
         c10::make_intrusive<c10d::PrefixStore>("maskrcnn_gloo/", impl->store), impl->rank, world, opts);
   } catch (const std::exception& e) {
     throw DistError("c10d rendezvous at " + master + ":" + std::to_string(port) + " failed (rank " +
                     std::to_string(impl->rank) + " of " + std::to_string(world) + ", timeout " +
                     std::to_string(timeout.count()) + " ms; did every rank start?): " + message_of(e));
+  }
+  return ProcessGroup(std::move(impl));
+}
+
+ProcessGroup ProcessGroup::subgroup(const std::string& name) {
+  impl_->check_usable("subgroup");
+  auto impl = std::make_unique<Impl>();
+  impl->store = impl_->store;
+  impl->options = impl_->options;
+  impl->rank = impl_->rank;
+  impl->world = impl_->world;
+  impl->local_rank = impl_->local_rank;
+  try {
+    impl->gloo = c10::make_intrusive<c10d::ProcessGroupGloo>(
+        c10::make_intrusive<c10d::PrefixStore>("maskrcnn_gloo_" + name + "/", impl->store), impl->rank,
+        impl->world, impl->options);
+  } catch (const std::exception& e) {
+    throw DistError("c10d subgroup '" + name + "' failed on rank " + std::to_string(impl->rank) + ": " +
+                    message_of(e));
   }
   return ProcessGroup(std::move(impl));
 }
@@ -292,6 +313,15 @@ ProcessGroup::Pending ProcessGroup::allreduce_sum_async(at::Tensor flat) {
   p.state_->group = impl_.get();
   p.state_->work = impl_->gloo->allreduce(one);  // ReduceOp::SUM
   return p;
+}
+
+void ProcessGroup::allreduce_sum(at::Tensor& t) {
+  impl_->check_usable("allreduce");
+  std::vector<at::Tensor> one{t.contiguous()};
+  check_tensors(one, "allreduce_sum", true);
+  std::vector<c10::intrusive_ptr<c10d::Work>> works{impl_->gloo->allreduce(one)};
+  impl_->wait_all("allreduce_sum", works);
+  if (!one[0].is_same(t)) t.copy_(one[0]);
 }
 
 double ProcessGroup::allreduce_scalar(double value) {

@@ -53,6 +53,11 @@ class ProcessGroup {
   ProcessGroup& operator=(ProcessGroup&&) noexcept;
   ~ProcessGroup();
 
+  // A second group of the same processes (torch.distributed.new_group): its
+  // collectives never interleave with this group's. Every rank calls it, in
+  // the same order, with the same name.
+  ProcessGroup subgroup(const std::string& name);
+
   int rank() const;
   int world_size() const;
   int local_rank() const;
@@ -64,6 +69,8 @@ class ProcessGroup {
   void barrier();
   // Sum over ranks (divide by world_size() for the mean).
   double allreduce_scalar(double value);
+  // In place: t becomes its sum over ranks (a floating CPU tensor).
+  void allreduce_sum(at::Tensor& t);
 
   std::size_t bucket_bytes() const;
   void set_bucket_bytes(std::size_t bytes);

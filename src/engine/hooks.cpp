@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 
@@ -27,11 +28,11 @@ void MetricsFile::write(const std::string& json_record) {
   if (enabled_) out_ << json_record << "\n" << std::flush;
 }
 
-MetricsHook::MetricsHook(MetricsFile& file, int log_every, const GradientAverager* averager)
-    : file_(file), log_every_(log_every), averager_(averager) {}
+MetricsHook::MetricsHook(MetricsFile& file, int log_every, const GradientAverager* averager, int images_per_step)
+    : file_(file), log_every_(log_every), averager_(averager), images_per_step_(images_per_step) {}
 
 void MetricsHook::before_train() {
-  t0_ = std::chrono::steady_clock::now();
+  t0_ = window_start_ = std::chrono::steady_clock::now();
   window_.clear();
   window_n_ = 0;
 }
@@ -42,11 +43,28 @@ void MetricsHook::after_step(const StepResult& step) {
   ++window_n_;
   if (step.grad_norm) window_["grad_norm"] += *step.grad_norm;
 
+  last_lr_ = step.lr;
   const int64_t done = step.iteration + 1;
-  if (done % log_every_ != 0 && done != trainer().max_iteration()) return;
-  const double time = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count();
-  nlohmann::json rec{{"iteration", done}, {"lr", step.lr}, {"time", time}};
+  if (done % log_every_ == 0 || done == trainer().max_iteration()) write_window(done);
+}
+
+// A run stopped by its time limit between two lines still logs its last steps.
+void MetricsHook::after_train() {
+  if (window_n_ > 0) write_window(trainer().iteration());
+}
+
+void MetricsHook::write_window(int64_t done) {
+  const auto now = std::chrono::steady_clock::now();
+  const double time = std::chrono::duration<double>(now - t0_).count();
+  const double window_s = std::chrono::duration<double>(now - window_start_).count();
+  nlohmann::json rec{{"iteration", done}, {"lr", last_lr_}, {"time", time}};
+  if (trainer().max_iteration() < kUnknownLength) rec["planned_iterations"] = trainer().max_iteration();
   for (const auto& [k, v] : window_) rec[k] = v / window_n_;
+  if (window_s > 0) {
+    rec["iter_per_s"] = window_n_ / window_s;
+    if (images_per_step_ > 0) rec["images_per_s"] = window_n_ * images_per_step_ / window_s;
+  }
+  window_start_ = now;
   if (averager_) {  // how many gradient buckets started their allreduce during backward
     rec["allreduce_buckets"] = averager_->num_buckets();
     rec["allreduce_buckets_overlapped"] = averager_->buckets_started_early();
@@ -57,18 +75,18 @@ void MetricsHook::after_step(const StepResult& step) {
   window_n_ = 0;
 }
 
-CheckpointHook::CheckpointHook(const MaskRCNN& model, const SGD& sgd, std::string checkpoint,
+CheckpointHook::CheckpointHook(const MaskRCNN& model, const Optimizer& optimizer, std::string checkpoint,
                                std::string final_weights, int64_t every, bool main_process)
-    : model_(model), sgd_(sgd), checkpoint_(std::move(checkpoint)), final_weights_(std::move(final_weights)),
+    : model_(model), optimizer_(optimizer), checkpoint_(std::move(checkpoint)), final_weights_(std::move(final_weights)),
       every_(every), main_process_(main_process) {}
 
 void CheckpointHook::save(int64_t next_iteration) {
   if (!main_process_) return;
-  for (auto& [name, p] : sgd_.params())
+  for (auto& [name, p] : optimizer_.params())
     if (!at::isfinite(p).all().item<bool>())
       throw Error("train: parameter " + name + " is not finite; not saving. The last good checkpoint is " +
                   checkpoint_);
-  save_training_checkpoint(checkpoint_, model_, sgd_, next_iteration);
+  save_training_checkpoint(checkpoint_, model_, optimizer_, next_iteration);
 }
 
 void CheckpointHook::after_step(const StepResult& step) {
@@ -140,10 +158,14 @@ void ValidationHook::validate(int64_t at_iteration) {
                static_cast<long long>(at_iteration), bbox_ap, segm_ap);
 }
 
-TimeLimitHook::TimeLimitHook(double max_minutes, ProcessGroup* group, Clock now)
-    : max_minutes_(max_minutes), group_(group), now_(std::move(now)) {}
+TimeLimitHook::TimeLimitHook(double max_minutes, ProcessGroup* group, bool plan_schedule, Clock now)
+    : max_minutes_(max_minutes), group_(group), plan_schedule_(plan_schedule), now_(std::move(now)) {}
 
-void TimeLimitHook::before_train() { t0_ = now_(); }
+void TimeLimitHook::before_train() {
+  t0_ = now_();
+  ceiling_ = trainer().max_iteration();
+  ref_done_ = -1;
+}
 
 void TimeLimitHook::before_step(int64_t iteration) {
   const double elapsed = std::chrono::duration<double>(now_() - t0_).count();
@@ -155,13 +177,44 @@ void TimeLimitHook::before_step(int64_t iteration) {
   request_stop();
 }
 
+void TimeLimitHook::after_step(const StepResult& step) {
+  if (!plan_schedule_) return;
+  const int64_t done = step.iteration + 1, steps = done - trainer().start_iteration();
+  // The first steps are slow (memory, oneDNN primitives): measure from the 3rd.
+  constexpr int64_t kSkip = 3, kMeasure = 5, kReplanEvery = 10;
+  if (steps == kSkip) {
+    t_ref_ = now_();
+    ref_done_ = done;
+  }
+  if (ref_done_ < 0 || steps < kSkip + kMeasure || (steps - kSkip) % kReplanEvery != kMeasure % kReplanEvery)
+    return;
+  plan(done);
+}
+
+void TimeLimitHook::plan(int64_t done) {
+  const auto now = now_();
+  const double per_step = std::chrono::duration<double>(now - t_ref_).count() / static_cast<double>(done - ref_done_);
+  const double left = max_minutes_ * 60 - std::chrono::duration<double>(now - t0_).count();
+  // 1% of the budget in reserve: the speed drifts, and a step begun just
+  // before the limit would end after it.
+  const double usable = left - 0.01 * max_minutes_ * 60 - per_step;
+  double planned = static_cast<double>(done) + std::max(1.0, std::floor(usable / std::max(per_step, 1e-9)));
+  planned = std::min(planned, static_cast<double>(ceiling_));
+  if (group_) planned = group_->allreduce_scalar(group_->rank() == 0 ? planned : 0.0);
+  trainer().set_max_iteration(static_cast<int64_t>(planned));
+}
+
 ProgressHook::ProgressHook(bool enabled) : enabled_(enabled) {}
 
 void ProgressHook::before_train() {
-  bar_.emplace("train", static_cast<size_t>(trainer().max_iteration()), enabled_);
+  const int64_t planned = trainer().max_iteration();
+  bar_.emplace("train", planned >= kUnknownLength ? 0 : static_cast<size_t>(planned), enabled_);
 }
 
 void ProgressHook::after_step(const StepResult& step) {
+  // A time budget re-plans the length; before its first plan it is unknown (0).
+  const int64_t planned = trainer().max_iteration();
+  bar_->set_total(planned >= kUnknownLength ? 0 : static_cast<size_t>(planned));
   char extra[128];
   std::snprintf(extra, sizeof extra, "loss %.3f lr %.2g", step.total_loss, step.lr);
   bar_->update(static_cast<size_t>(step.iteration + 1), extra);

@@ -42,9 +42,12 @@ class MetricsFile {
 // there were and how many started during backward.
 class MetricsHook : public HookBase {
  public:
-  MetricsHook(MetricsFile& file, int log_every, const GradientAverager* averager = nullptr);
+  // images_per_step: over all processes, for the images/s of each line.
+  MetricsHook(MetricsFile& file, int log_every, const GradientAverager* averager = nullptr,
+              int images_per_step = 0);
   void before_train() override;
   void after_step(const StepResult& step) override;
+  void after_train() override;
   // The total loss, mean of the last window written (0 before any).
   double final_loss() const { return final_loss_; }
 
@@ -52,10 +55,13 @@ class MetricsHook : public HookBase {
   MetricsFile& file_;
   int log_every_;
   const GradientAverager* averager_;
-  std::chrono::steady_clock::time_point t0_;
+  int images_per_step_;
+  std::chrono::steady_clock::time_point t0_, window_start_;
   std::map<std::string, double> window_;
   int window_n_ = 0;
-  double final_loss_ = 0;
+  double final_loss_ = 0, last_lr_ = 0;
+
+  void write_window(int64_t done);
 };
 
 // Rank 0 writes the training checkpoint every `every` steps (not after the
@@ -64,7 +70,7 @@ class MetricsHook : public HookBase {
 // saved.
 class CheckpointHook : public HookBase {
  public:
-  CheckpointHook(const MaskRCNN& model, const SGD& sgd, std::string checkpoint, std::string final_weights,
+  CheckpointHook(const MaskRCNN& model, const Optimizer& optimizer, std::string checkpoint, std::string final_weights,
                  int64_t every, bool main_process);
   void after_step(const StepResult& step) override;
   void after_train() override;
@@ -73,7 +79,7 @@ class CheckpointHook : public HookBase {
   void save(int64_t next_iteration);
 
   const MaskRCNN& model_;
-  const SGD& sgd_;
+  const Optimizer& optimizer_;
   std::string checkpoint_, final_weights_;
   int64_t every_;
   bool main_process_;
@@ -106,20 +112,35 @@ class ValidationHook : public HookBase {
 
 // --max-minutes (> 0): before each step, stops the run once that long has
 // passed since before_train; with a process group every rank stops at the
-// same step as soon as any one is out of time.
+// same step as soon as any one is out of time. It also plans the run's length
+// (the lr schedule's): from the speed measured after the first steps it sets
+// the trainer's max_iteration to the iterations that fit in the budget (at
+// most the length the run started with), and re-plans every 10 steps, so the
+// schedule ends within the budget instead of being cut off. Every rank takes
+// rank 0's plan.
 class TimeLimitHook : public HookBase {
  public:
   using Clock = std::function<std::chrono::steady_clock::time_point()>;
-  TimeLimitHook(double max_minutes, ProcessGroup* group, Clock now = std::chrono::steady_clock::now);
+  // plan_schedule: also lay the run's length over the budget (see above).
+  TimeLimitHook(double max_minutes, ProcessGroup* group, bool plan_schedule = true,
+                Clock now = std::chrono::steady_clock::now);
   void before_train() override;
   void before_step(int64_t iteration) override;
+  void after_step(const StepResult& step) override;
+  // The planned length's ceiling: the run's max_iteration when it started.
+  int64_t ceiling() const { return ceiling_; }
 
  private:
+  void plan(int64_t done);
+
   double max_minutes_;
   ProcessGroup* group_;
+  bool plan_schedule_;
   Clock now_;
-  std::chrono::steady_clock::time_point t0_;
+  std::chrono::steady_clock::time_point t0_, t_ref_;
+  int64_t ceiling_ = 0, ref_done_ = -1;
 };
+
 
 // The progress bar on stderr, with the step's total loss and learning rate.
 class ProgressHook : public HookBase {

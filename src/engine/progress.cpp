@@ -15,11 +15,17 @@ void ProgressBar::update(size_t done, const std::string& extra) {
   auto now = std::chrono::steady_clock::now();
   const double since_draw = std::chrono::duration<double>(now - last_draw_).count();
   // Redraw at most 5x/s on a terminal; every 10 s (one line each) in logs.
-  if (done < total_ && since_draw < (tty_ ? 0.2 : 10.0)) return;
+  if ((total_ == 0 || done < total_) && since_draw < (tty_ ? 0.2 : 10.0)) return;
   last_draw_ = now;
   const double elapsed = std::chrono::duration<double>(now - start_).count();
   const double rate = elapsed > 0 ? done / elapsed : 0;
-  const double left = rate > 0 ? (total_ - done) / rate : 0;
+  if (total_ == 0) {  // length not known yet
+    std::fprintf(stderr, "%s%s %zu %.2f it/s %s%s", tty_ ? "\r" : "", label_.c_str(), done, rate, extra.c_str(),
+                 tty_ ? "\x1b[K" : "\n");
+    std::fflush(stderr);
+    return;
+  }
+  const double left = rate > 0 ? (total_ > done ? total_ - done : 0) / rate : 0;
   const int width = 30;
   const int filled = total_ ? static_cast<int>(width * done / total_) : width;
   std::string bar(filled, '#');

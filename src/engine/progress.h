@@ -11,6 +11,7 @@ class ProgressBar {
   ProgressBar(std::string label, size_t total, bool enabled = true);
   void update(size_t done, const std::string& extra = "");
   void finish(const std::string& extra = "");
+  void set_total(size_t total) { total_ = total; }
 
  private:
   std::string label_;

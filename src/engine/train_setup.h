@@ -18,20 +18,24 @@ namespace maskrcnn::engine {
 MaskRCNN build_training_model(const TrainOptions& options, int num_classes,
                               std::vector<std::string> class_names = {});
 
-// torchvision reference schedule: linear warm-up from warmup_factor, then x0.1
-// at each step.
+// torchvision's anchor sizes (32..512) times min_size / 512, clamped to
+// [0.25, 1]: objects in small images are small.
+std::vector<double> scaled_anchor_sizes(int min_size);
+
+// Linear warm-up from warmup_factor, then options.lr_schedule: cosine to 0 at
+// total_iterations, or torchvision's reference steps (x0.1 at each lr_steps).
 double learning_rate(const TrainOptions& options, int64_t iteration, int64_t total_iterations);
 
 // OUTPUT/checkpoint.pth (+ checkpoint.json with the model's config).
 std::string checkpoint_path(const std::string& output_dir);
-void save_training_checkpoint(const std::string& path, const MaskRCNN& model, const SGD& optimizer,
+void save_training_checkpoint(const std::string& path, const MaskRCNN& model, const Optimizer& optimizer,
                               int64_t next_iteration);
 // Rebuilds the model from checkpoint.json and restores weights and momentum;
 // returns the iteration to continue from.
 struct ResumedState {
   MaskRCNN model;
   int64_t next_iteration;
-  std::vector<std::pair<std::string, at::Tensor>> momentum;
+  std::vector<std::pair<std::string, at::Tensor>> optimizer_state;  // Optimizer::state()'s
 };
 ResumedState load_training_checkpoint(const std::string& path, const TrainOptions& options);
 

@@ -16,15 +16,19 @@
 #include <memory>
 #include <thread>
 
+#include <nlohmann/json.hpp>
+
 #include "data/coco_detection.h"
 #include "data/loader.h"
 #include "engine/distributed.h"
 #include "engine/hooks.h"
 #include "engine/sgd.h"
+#include "engine/sync_batch_norm.h"
 #include "engine/train_setup.h"
 #include "engine/trainer_loop.h"
 #include "engine/training.h"
 #include "io/atomic_file.h"
+#include "maskrcnn/cpu_settings.h"
 #include "maskrcnn/error.h"
 
 namespace maskrcnn {
@@ -42,13 +46,40 @@ void check_options(const TrainOptions& o) {
   if (o.rois_per_image < 1 || o.proposals_per_image < 1)
     throw Error("train: --rois-per-image and --proposals-per-image must be >= 1");
   if (o.lr <= 0 || !std::isfinite(o.lr)) throw Error("train: --lr must be > 0");
-  if (o.iterations <= 0 && o.epochs <= 0) throw Error("train: give --iterations N or --epochs E > 0");
+  if (o.weight_decay < 0 || o.clip_grad_norm < 0) throw Error("train: --weight-decay and --clip-grad-norm must be >= 0");
+  if (o.optimizer != "sgd" && o.optimizer != "adamw")
+    throw Error("train: --optimizer must be sgd or adamw, not '" + o.optimizer + "'");
+  if (o.epochs < 0) throw Error("train: --epochs must be >= 0");
+  if (o.max_minutes < 0) throw Error("train: --max-minutes must be >= 0");
+  if (o.lr_schedule != "cosine" && o.lr_schedule != "step")
+    throw Error("train: --lr-schedule must be cosine or step, not '" + o.lr_schedule + "'");
   if (o.log_every < 1) throw Error("train: --log-every must be >= 1");
   if (o.min_size < 1 || o.max_size < o.min_size) throw Error("train: need 1 <= --min-size <= --max-size");
   for (int d : {18, 34, 50, 101})
     if (o.backbone_depth == d) return;
   throw Error("train: --backbone resnet" + std::to_string(o.backbone_depth) +
               " is not one of resnet18, resnet34, resnet50, resnet101");
+}
+
+// The unset optimizer options (trainer.h) filled in: the from-scratch recipe,
+// or torchvision's reference for fine-tuning.
+TrainOptions with_recipe_defaults(TrainOptions o) {
+  const bool scratch = o.weights.empty();
+  if (o.optimizer.empty()) o.optimizer = scratch ? "adamw" : "sgd";
+  const bool adamw = o.optimizer == "adamw";
+  if (o.lr == 0) o.lr = adamw ? 1e-3 : 0.01;
+  if (o.weight_decay < 0) o.weight_decay = adamw ? 0.05 : 1e-4;
+  if (o.clip_grad_norm < 0) o.clip_grad_norm = scratch ? 5.0 : 0.0;
+  return o;
+}
+
+// Iterations: --iterations, else --epochs, else 10 epochs, or with a time
+// budget as many as it allows (TimeLimitHook plans the length).
+int64_t run_length(const TrainOptions& o, int64_t iterations_per_epoch) {
+  if (o.iterations > 0) return o.iterations;
+  if (o.epochs > 0) return std::max<int64_t>(1, std::llround(o.epochs * iterations_per_epoch));
+  if (o.max_minutes > 0) return kUnknownLength;
+  return std::max<int64_t>(1, 10 * iterations_per_epoch);
 }
 
 // Sets and returns the intra-op threads. Default: the cores shared among the
@@ -83,7 +114,7 @@ int num_classes_of(const data::CocoDetectionDataset& dataset, const TrainOptions
 struct StartingPoint {
   std::optional<MaskRCNN> model;
   int64_t iteration = 0;
-  std::vector<std::pair<std::string, at::Tensor>> momentum;
+  std::vector<std::pair<std::string, at::Tensor>> optimizer_state;
 };
 
 // The checkpoint's model, iteration and momentum with --resume (when there is
@@ -101,7 +132,7 @@ StartingPoint starting_point(const TrainOptions& o, int num_classes, std::vector
                 std::to_string(num_classes));
   s.model.emplace(std::move(r.model));
   s.iteration = r.next_iteration;
-  s.momentum = std::move(r.momentum);
+  s.optimizer_state = std::move(r.optimizer_state);
   if (main_process)
     std::fprintf(stderr, "train: resuming from %s at iteration %lld\n", ckpt.c_str(),
                  static_cast<long long>(s.iteration));
@@ -135,6 +166,43 @@ Trainer::LossFilter nan_drill(int64_t at_iteration) {
   };
 }
 
+// metrics.jsonl's first line: what the run was (options and the model they
+// made), so that its speed and AP can be read against its settings.
+nlohmann::json settings_record(const TrainOptions& o, const MaskRCNNConfig& c, int threads, int world,
+                               int64_t total) {
+  nlohmann::json model{{"arch", c.arch_name()},
+                       {"backbone", "resnet" + std::to_string(c.backbone_depth)},
+                       {"norm", norm_name(c.norm)},
+                       {"num_classes", c.num_classes},
+                       {"min_size", c.min_size},
+                       {"max_size", c.max_size},
+                       {"anchor_sizes", c.anchor_sizes},
+                       {"representation_size", c.representation_size},
+                       {"box_head_conv_layers", c.arch == Arch::V2 ? c.box_head_conv_layers : 0},
+                       {"mask_head_layers", c.mask_head_layers},
+                       {"mask_head_channels", c.mask_head_channels},
+                       {"trainable_backbone_layers", c.trainable_backbone_layers}};
+  nlohmann::json train{{"weights", o.weights},
+                       {"batch_size", o.batch_size},
+                       {"processes", world},
+                       {"threads", threads},
+                       {"rois_per_image", o.rois_per_image},
+                       {"proposals_per_image", o.proposals_per_image},
+                       {"optimizer", o.optimizer},
+                       {"lr", o.lr},
+                       {"lr_schedule", o.lr_schedule},
+                       {"warmup_iters", o.warmup_iters},
+                       {"momentum", o.momentum},
+                       {"weight_decay", o.weight_decay},
+                       {"clip_grad_norm", o.clip_grad_norm},
+                       {"sync_batch_norm", o.sync_batch_norm},
+                       {"hflip", o.hflip_prob},
+                       {"seed", o.seed},
+                       {"max_minutes", o.max_minutes}};
+  if (total < kUnknownLength) train["iterations"] = total;
+  return {{"settings", {{"model", model}, {"train", train}}}};
+}
+
 struct RunHooks {
   MetricsHook* metrics = nullptr;
   ValidationHook* validation = nullptr;  // with validation data only
@@ -148,9 +216,11 @@ RunHooks add_hooks(Trainer& trainer, const TrainOptions& o, MetricsFile& metrics
   const bool main_process = !group || group->rank() == 0;
   RunHooks hooks;
   if (o.max_minutes > 0) trainer.register_hook(std::make_unique<TimeLimitHook>(o.max_minutes, group));
-  hooks.metrics = &trainer.register_hook(std::make_unique<MetricsHook>(metrics, o.log_every, trainer.averager()));
+  const int images_per_step = o.batch_size * (group ? group->world_size() : 1);
+  hooks.metrics = &trainer.register_hook(
+      std::make_unique<MetricsHook>(metrics, o.log_every, trainer.averager(), images_per_step));
   trainer.register_hook(std::make_unique<ProgressHook>(o.progress && main_process));
-  trainer.register_hook(std::make_unique<CheckpointHook>(trainer.model(), trainer.sgd(), ckpt, final_weights,
+  trainer.register_hook(std::make_unique<CheckpointHook>(trainer.model(), trainer.optimizer(), ckpt, final_weights,
                                                          o.checkpoint_every, main_process));
   if (!o.val_annotations.empty())
     hooks.validation =
@@ -172,9 +242,11 @@ void run_or_explain(Trainer& trainer, int64_t start, int64_t total, const std::s
 
 }  // namespace
 
-TrainReport run_training(const TrainOptions& o, const TrainDrills& drills) {
+TrainReport run_training(const TrainOptions& options, const TrainDrills& drills) {
+  const TrainOptions o = with_recipe_defaults(options);
   check_options(o);
   const int threads = set_threads(o);
+  tune_primitive_cache_for_training();
   std::optional<ProcessGroup> pg = open_process_group(o);
   ProcessGroup* group = pg ? &*pg : nullptr;
   const int rank = pg ? pg->rank() : 0, world = pg ? pg->world_size() : 1;
@@ -193,27 +265,38 @@ TrainReport run_training(const TrainOptions& o, const TrainDrills& drills) {
   MaskRCNN& model = *start.model;
   model.train(true);
   if (group) broadcast_weights(model, *group);
-  SGD sgd(model.trainable_parameters(), o.momentum, o.weight_decay);
-  for (auto& [name, buf] : start.momentum) sgd.set_momentum_buffer(name, buf);
+  std::optional<ProcessGroup> sync_group;  // --sync-bn's collectives, apart from the gradients'
+  if (o.sync_batch_norm && group) {
+    sync_group.emplace(group->subgroup("sync_bn"));
+    if (enable_sync_batch_norm(model, *sync_group) == 0)
+      throw Error("train: --sync-bn: the backbone has no trainable BatchNorm2d (--norm bn trains one)");
+  }
+  auto optimizer = make_optimizer(o.optimizer, model.trainable_parameters(), o.momentum, o.weight_decay);
+  for (auto& [key, value] : start.optimizer_state) {
+    try {
+      optimizer->set_state(key, value);
+    } catch (const Error& e) {
+      throw Error(ckpt + ": " + e.what());
+    }
+  }
   // Gradients are averaged bucket by bucket while backward still runs.
   std::optional<GradientAverager> averager;
   if (group) {
     std::vector<at::Tensor> params;
-    for (auto& [name, p] : sgd.params()) params.push_back(p);
+    for (auto& [name, p] : optimizer->params()) params.push_back(p);
     averager.emplace(*group, std::move(params));
   }
 
   data::TrainLoader loader(dataset, loader_options(o, rank, world));
-  const int64_t total = o.iterations > 0
-                            ? o.iterations
-                            : std::max<int64_t>(1, std::llround(o.epochs * loader.iterations_per_epoch()));
+  const int64_t total = run_length(o, loader.iterations_per_epoch());
   MetricsFile metrics((fs::path(o.output_dir) / "metrics.jsonl").string(), start.iteration > 0, main_process);
+  metrics.write(settings_record(o, model.config(), threads, world, total).dump());
 
   Trainer::Options to;
-  to.lr = [&o, total](int64_t it) { return learning_rate(o, it, total); };
+  to.lr = [&o](int64_t it, int64_t planned) { return learning_rate(o, it, planned); };
   to.clip_grad_norm = o.clip_grad_norm;
   if (drills.inject_nan_at >= 0) to.loss_filter = nan_drill(drills.inject_nan_at);
-  Trainer trainer(model, sgd, loader, group, averager ? &*averager : nullptr, std::move(to));
+  Trainer trainer(model, *optimizer, loader, group, averager ? &*averager : nullptr, std::move(to));
   TrainReport report;
   report.start_iteration = start.iteration;
   report.final_weights = (fs::path(o.output_dir) / "model_final.pth").string();

@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "data/loader.h"
@@ -37,9 +38,13 @@ void TrainerBase::run(int64_t start_iteration, int64_t max_iteration) {
   for (auto& h : hooks_) h->after_train();
 }
 
-Trainer::Trainer(MaskRCNN& model, SGD& sgd, data::TrainLoader& loader, ProcessGroup* group,
+void TrainerBase::set_max_iteration(int64_t max_iteration) {
+  max_iteration_ = std::max(max_iteration, iteration_ + 1);
+}
+
+Trainer::Trainer(MaskRCNN& model, Optimizer& optimizer, data::TrainLoader& loader, ProcessGroup* group,
                  GradientAverager* averager, Options options)
-    : model_(model), sgd_(sgd), loader_(loader), group_(group), averager_(averager),
+    : model_(model), optimizer_(optimizer), loader_(loader), group_(group), averager_(averager),
       options_(std::move(options)) {
   if (!options_.lr) throw Error("Trainer: no learning-rate schedule");
 }
@@ -70,7 +75,7 @@ at::Tensor Trainer::checked_total(int64_t iteration, const LossTerms& losses) {
 StepResult Trainer::run_step(int64_t iteration) {
   StepResult r;
   r.iteration = iteration;
-  r.lr = options_.lr(iteration);
+  r.lr = options_.lr(iteration, max_iteration());
   auto batch = loader_.batch(iteration);
   std::vector<at::Tensor> images;
   std::vector<TrainingTarget> targets;
@@ -83,13 +88,13 @@ StepResult Trainer::run_step(int64_t iteration) {
   at::Tensor total = checked_total(iteration, losses);
   for (const auto& [name, value] : losses) r.losses.emplace_back(name, value.item<double>());
 
-  sgd_.zero_grad();
+  optimizer_.zero_grad();
   if (averager_) averager_->prepare();
   total.backward();
   if (averager_) averager_->finish();
   r.total_loss = total.item<double>();
-  if (options_.clip_grad_norm > 0) r.grad_norm = sgd_.clip_grad_norm(options_.clip_grad_norm);
-  sgd_.step(r.lr);
+  if (options_.clip_grad_norm > 0) r.grad_norm = optimizer_.clip_grad_norm(options_.clip_grad_norm);
+  optimizer_.step(r.lr);
   return r;
 }
 

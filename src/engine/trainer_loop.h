@@ -1,5 +1,5 @@
 // The training loop, split as detectron2 splits it: TrainerBase runs
-// iterations and calls hooks around them; Trainer's run_step is one SGD step
+// iterations and calls hooks around them; Trainer's run_step is one optimizer step
 // of Mask R-CNN (data -> losses -> backward -> update). Everything else a run
 // does (metrics, checkpoints, validation, time limit, progress bar) is a hook
 // (engine/hooks.h).
@@ -22,6 +22,10 @@ class TrainLoader;
 }
 
 namespace maskrcnn::engine {
+
+// The max_iteration of a run whose length a time budget decides (TimeLimitHook
+// plans it once it has measured the speed).
+constexpr int64_t kUnknownLength = int64_t{1} << 40;
 
 // What one training step did.
 struct StepResult {
@@ -86,6 +90,9 @@ class TrainerBase {
   int64_t iteration() const { return iteration_; }  // steps done = the next step's index
   int64_t start_iteration() const { return start_iteration_; }
   int64_t max_iteration() const { return max_iteration_; }
+  // The run's length, changed while it runs (a time budget's plan). Not below
+  // the steps done + 1.
+  void set_max_iteration(int64_t max_iteration);
   void request_stop() { stop_requested_ = true; }
   bool stop_requested() const { return stop_requested_; }
 
@@ -97,12 +104,13 @@ class TrainerBase {
   bool stop_requested_ = false;
 };
 
-// SGD on Mask R-CNN's losses, data parallel when given a process group and a
+// SGD or AdamW on Mask R-CNN's losses, data parallel when given a process group and a
 // gradient averager. Holds references: the model, optimizer, loader, group and
 // averager must outlive it.
 class Trainer : public TrainerBase {
  public:
-  using LrSchedule = std::function<double(int64_t iteration)>;
+  // The lr of a step, given the run's length as planned at that step.
+  using LrSchedule = std::function<double(int64_t iteration, int64_t max_iteration)>;
   // Sees (and may change) a step's loss terms before they are checked.
   using LossFilter = std::function<void(int64_t iteration, LossTerms& losses)>;
   struct Options {
@@ -111,16 +119,16 @@ class Trainer : public TrainerBase {
     LossFilter loss_filter;     // optional
   };
 
-  Trainer(MaskRCNN& model, SGD& sgd, data::TrainLoader& loader, ProcessGroup* group,
+  Trainer(MaskRCNN& model, Optimizer& optimizer, data::TrainLoader& loader, ProcessGroup* group,
           GradientAverager* averager, Options options);
 
   // Loads the batch of `iteration`, computes the losses, stops every rank with
   // NonFiniteLoss if any rank has a non-finite term, then zero_grad, backward
-  // (gradients averaged over ranks), optional clipping and the SGD update.
+  // (gradients averaged over ranks), optional clipping and the optimizer's update.
   StepResult run_step(int64_t iteration) override;
 
   MaskRCNN& model() { return model_; }
-  SGD& sgd() { return sgd_; }
+  Optimizer& optimizer() { return optimizer_; }
   ProcessGroup* group() { return group_; }
   GradientAverager* averager() { return averager_; }
 
@@ -129,7 +137,7 @@ class Trainer : public TrainerBase {
   at::Tensor checked_total(int64_t iteration, const LossTerms& losses);
 
   MaskRCNN& model_;
-  SGD& sgd_;
+  Optimizer& optimizer_;
   data::TrainLoader& loader_;
   ProcessGroup* group_;
   GradientAverager* averager_;

@@ -9,9 +9,10 @@ namespace maskrcnn::modeling {
 
 GeneralizedRCNNImpl::GeneralizedRCNNImpl(const MaskRCNNConfig& cfg)
     : cfg_(cfg), transform_(cfg) {
-  const bool v2 = cfg.arch == Arch::V2;
-  NormSpec body_norm{cfg.frozen_batch_norm, cfg.backbone_norm_eps};
-  backbone = register_module("backbone", BackboneWithFPN(cfg.backbone_depth, body_norm, v2));
+  validate_config(cfg, "model config");
+  const NormSpec body_norm{cfg.norm, cfg.backbone_norm_eps};
+  const auto fpn_norm = cfg.heads_have_norm() ? std::optional<Norm>(cfg.heads_norm()) : std::nullopt;
+  backbone = register_module("backbone", BackboneWithFPN(cfg.backbone_depth, body_norm, fpn_norm));
   rpn = register_module("rpn", RegionProposalNetwork(cfg));
   roi_heads = register_module("roi_heads", RoIHeads(cfg));
   backbone->body->freeze(cfg.trainable_backbone_layers);
@@ -21,7 +22,7 @@ LossTerms GeneralizedRCNNImpl::forward_train(const std::vector<at::Tensor>& imag
                                              std::vector<TrainingTarget> targets) {
   bool batch_statistics = false;
   for (auto& m : modules())
-    if (auto* bn = dynamic_cast<BatchNorm2dImpl*>(m.get())) batch_statistics |= !bn->frozen() && bn->is_training();
+    if (auto* bn = dynamic_cast<NormLayer*>(m.get())) batch_statistics |= bn->batch_statistics() && bn->is_training();
   cpu::DirectTrainingConvs exact(batch_statistics);  // why: inference_conv.h
   ImageBatch batch;
   {

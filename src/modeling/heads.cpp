@@ -9,7 +9,7 @@
 namespace maskrcnn::modeling {
 
 BoxHeadImpl::BoxHeadImpl(int64_t in_channels, int64_t resolution, int64_t representation,
-                         bool conv_fc)
+                         bool conv_fc, int conv_layers, Norm norm)
     : conv_fc_(conv_fc) {
   if (!conv_fc) {
     fc6 = register_module("fc6", torch::nn::Linear(in_channels * resolution * resolution,
@@ -17,14 +17,15 @@ BoxHeadImpl::BoxHeadImpl(int64_t in_channels, int64_t resolution, int64_t repres
     fc7 = register_module("fc7", torch::nn::Linear(representation, representation));
     return;
   }
-  for (int i = 0; i < 4; ++i) {
+  for (int i = 0; i < conv_layers; ++i) {
     ConvNormActImpl::Options o{in_channels, in_channels, 3};
     o.norm = true;
+    o.norm_kind = norm;
     convs_.push_back(register_module(std::to_string(i), ConvNormAct(o)));
   }
-  // "4" is nn.Flatten (no parameters), "5" the Linear, "6" its ReLU.
-  fc = register_module("5", torch::nn::Linear(in_channels * resolution * resolution,
-                                              representation));
+  // "k" is nn.Flatten (no parameters), "k+1" the Linear, "k+2" its ReLU.
+  fc = register_module(std::to_string(conv_layers + 1),
+                       torch::nn::Linear(in_channels * resolution * resolution, representation));
   for (auto& c : convs_) init_kaiming_fan_out(*c);
 }
 
@@ -56,17 +57,19 @@ std::pair<at::Tensor, at::Tensor> FastRCNNPredictorImpl::forward(const at::Tenso
   return {scores, deltas};
 }
 
-MaskHeadImpl::MaskHeadImpl(int64_t in_channels, bool batch_norm) {
+MaskHeadImpl::MaskHeadImpl(int64_t in_channels, int layers, int64_t channels, std::optional<Norm> norm) {
   int64_t c = in_channels;
-  for (int i = 0; i < 4; ++i) {
-    ConvNormActImpl::Options o{c, 256, 3, 1, 1, 1};
-    o.norm = batch_norm;
+  for (int i = 0; i < layers; ++i) {
+    ConvNormActImpl::Options o{c, channels, 3, 1, 1, 1};
+    o.norm = norm.has_value();
+    o.norm_kind = norm.value_or(Norm::BatchNorm);
     convs_.push_back(register_module(std::to_string(i), ConvNormAct(o)));
     // Blocked between the layers; the last channels-last, so that
     // forward_selected's rows [(n, i, j), c] are a view, not a copy.
-    convs_.back()->set_output_layout(i < 3 ? ops::MapLayout::Blocked16 : ops::MapLayout::ChannelsLast);
-    convs_.back()->set_only_convs_read(i < 3);
-    c = 256;
+    const bool last = i == layers - 1;
+    convs_.back()->set_output_layout(last ? ops::MapLayout::ChannelsLast : ops::MapLayout::Blocked16);
+    convs_.back()->set_only_convs_read(!last);
+    c = channels;
   }
   init_kaiming_fan_out(*this);
 }

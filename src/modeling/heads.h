@@ -1,13 +1,15 @@
 // The RoI heads' layers, with torchvision's names:
-//   box_head       v1 TwoMLPHead (fc6, fc7) | v2 FastRCNNConvFCHead ("0".."3" conv+BN, "5" fc)
+//   box_head       v1 TwoMLPHead (fc6, fc7) | v2 FastRCNNConvFCHead ("0".."k-1" conv+norm,
+//                  "k" Flatten, "k+1" fc; torchvision's k = 4)
 //   box_predictor  FastRCNNPredictor (cls_score, bbox_pred)
-//   mask_head      MaskRCNNHeads ("0".."3" conv [+BN for v2], ReLU)
+//   mask_head      MaskRCNNHeads ("0".."L-1" conv [+norm for v2], ReLU; torchvision's L = 4)
 //   mask_predictor MaskRCNNPredictor (conv5_mask transposed conv, mask_fcn_logits)
 #pragma once
 #include <torch/nn/module.h>
 #include <torch/nn/modules/conv.h>
 #include <torch/nn/modules/linear.h>
 
+#include <optional>
 #include <utility>
 #include <vector>
 
@@ -18,8 +20,10 @@ namespace maskrcnn::modeling {
 
 class BoxHeadImpl : public torch::nn::Module {
  public:
-  // conv_fc: v2's four 3x3 conv+BN layers before the single fc layer.
-  BoxHeadImpl(int64_t in_channels, int64_t resolution, int64_t representation, bool conv_fc);
+  // conv_fc: v2's FastRCNNConvFCHead, conv_layers 3x3 conv+norm layers of
+  // in_channels before a single fc layer; else v1's TwoMLPHead.
+  BoxHeadImpl(int64_t in_channels, int64_t resolution, int64_t representation, bool conv_fc,
+              int conv_layers = 4, Norm norm = Norm::BatchNorm);
   at::Tensor forward(const at::Tensor& x);
 
  private:
@@ -45,7 +49,8 @@ TORCH_MODULE(FastRCNNPredictor);
 
 class MaskHeadImpl : public torch::nn::Module {
  public:
-  MaskHeadImpl(int64_t in_channels, bool batch_norm);
+  // layers 3x3 convs of `channels`, each with a norm layer of kind `norm` if any.
+  MaskHeadImpl(int64_t in_channels, int layers, int64_t channels, std::optional<Norm> norm);
   at::Tensor forward(const at::Tensor& x);
 
  private:

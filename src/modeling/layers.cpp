@@ -3,6 +3,7 @@
 #include <torch/nn/init.h>
 
 #include "backend/cpu/inference_conv.h"
+#include "modeling/sync_batch_norm.h"
 
 namespace maskrcnn::modeling {
 
@@ -35,9 +36,33 @@ at::Tensor BatchNorm2dImpl::normalize(const at::Tensor& x) const {
   }
   if (is_training()) {
     num_batches_tracked.add_(1);
+    if (sync_) return sync_batch_norm(x, weight, bias, running_mean, running_var, momentum_, eps_, *sync_);
   }
   return at::batch_norm(x, weight, bias, running_mean, running_var, is_training(), momentum_,
                         eps_, /*cudnn_enabled=*/true);
+}
+
+GroupNormImpl::GroupNormImpl(int64_t channels, double eps) : eps_(eps) {
+  TORCH_CHECK(channels % kGroups == 0, "GroupNorm: ", channels, " channels do not split into ", kGroups, " groups");
+  weight = register_parameter("weight", torch::ones({channels}));
+  bias = register_parameter("bias", torch::zeros({channels}));
+}
+
+at::Tensor GroupNormImpl::normalize(const at::Tensor& x) const {
+  return at::group_norm(x, kGroups, weight, bias, eps_, /*cudnn_enabled=*/true);
+}
+
+std::pair<at::Tensor, at::Tensor> GroupNormImpl::affine() const {
+  TORCH_CHECK(false, "GroupNorm has no fixed affine form (its statistics are per image)");
+}
+
+std::shared_ptr<NormLayer> make_norm(Norm kind, int64_t channels, double eps) {
+  switch (kind) {
+    case Norm::FrozenBatchNorm: return std::make_shared<BatchNorm2dImpl>(channels, true, eps);
+    case Norm::BatchNorm: return std::make_shared<BatchNorm2dImpl>(channels, false, eps);
+    case Norm::GroupNorm: return std::make_shared<GroupNormImpl>(channels);
+  }
+  return nullptr;
 }
 
 ConvNormActImpl::ConvNormActImpl(const Options& o)
@@ -48,7 +73,7 @@ ConvNormActImpl::ConvNormActImpl(const Options& o)
                                                     .padding(pad)
                                                     .dilation(o.dilation)
                                                     .bias(!o.norm)));
-  if (o.norm) norm = register_module("1", BatchNorm2d(o.out, o.frozen_norm, o.norm_eps));
+  if (o.norm) norm = register_module("1", make_norm(o.norm_kind, o.out, o.norm_eps));
 }
 
 ConvNormActImpl::~ConvNormActImpl() = default;

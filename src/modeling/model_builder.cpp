@@ -27,6 +27,8 @@ MaskRCNNConfig apply_overrides(MaskRCNNConfig cfg, const ModelOverrides& o, cons
   if (o.trainable_backbone_layers) cfg.trainable_backbone_layers = *o.trainable_backbone_layers;
   if (o.box_batch_size_per_image) cfg.box_batch_size_per_image = *o.box_batch_size_per_image;
   if (o.rpn_top_n_train) cfg.rpn_pre_nms_top_n_train = cfg.rpn_post_nms_top_n_train = *o.rpn_top_n_train;
+  if (o.anchor_sizes) cfg.anchor_sizes = *o.anchor_sizes;
+  validate_config(cfg, source);
   return cfg;
 }
 

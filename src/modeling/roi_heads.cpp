@@ -12,17 +12,20 @@ RoIHeadsImpl::RoIHeadsImpl(const MaskRCNNConfig& cfg)
       proposal_matcher_(cfg.box_fg_iou_thresh, cfg.box_bg_iou_thresh, /*allow_low_quality=*/false),
       fg_bg_sampler_(cfg.box_batch_size_per_image, cfg.box_positive_fraction) {
   const bool v2 = cfg.arch == Arch::V2;
-  box_head = register_module("box_head", BoxHead(256, 7, 1024, /*conv_fc=*/v2));
-  box_predictor = register_module("box_predictor", FastRCNNPredictor(1024, cfg.num_classes));
-  mask_head = register_module("mask_head", MaskHead(256, /*batch_norm=*/v2));
-  mask_predictor = register_module("mask_predictor", MaskRCNNPredictor(256, 256, cfg.num_classes));
+  const auto heads_norm = cfg.heads_have_norm() ? std::optional<Norm>(cfg.heads_norm()) : std::nullopt;
+  box_head = register_module("box_head", BoxHead(256, 7, cfg.representation_size, /*conv_fc=*/v2,
+                                                 cfg.box_head_conv_layers, cfg.heads_norm()));
+  box_predictor = register_module("box_predictor", FastRCNNPredictor(cfg.representation_size, cfg.num_classes));
+  mask_head = register_module("mask_head", MaskHead(256, cfg.mask_head_layers, cfg.mask_head_channels, heads_norm));
+  mask_predictor = register_module(
+      "mask_predictor", MaskRCNNPredictor(cfg.mask_head_channels, cfg.mask_head_channels, cfg.num_classes));
 }
 
 void RoIHeadsImpl::reset_predictors(int64_t num_classes) {
   cfg_.num_classes = static_cast<int>(num_classes);
-  box_predictor = replace_module("box_predictor", FastRCNNPredictor(1024, num_classes));
-  mask_predictor =
-      replace_module("mask_predictor", MaskRCNNPredictor(256, 256, num_classes));
+  box_predictor = replace_module("box_predictor", FastRCNNPredictor(cfg_.representation_size, num_classes));
+  mask_predictor = replace_module(
+      "mask_predictor", MaskRCNNPredictor(cfg_.mask_head_channels, cfg_.mask_head_channels, num_classes));
 }
 
 std::vector<RoIDetections> RoIHeadsImpl::postprocess_detections(

@@ -103,7 +103,8 @@ std::pair<at::Tensor, at::Tensor> RPNHeadImpl::predict_merged(const at::Tensor& 
 RegionProposalNetworkImpl::RegionProposalNetworkImpl(const MaskRCNNConfig& cfg)
     : cfg_(cfg),
       proposal_matcher_(cfg.rpn_fg_iou_thresh, cfg.rpn_bg_iou_thresh, /*allow_low_quality=*/true),
-      fg_bg_sampler_(cfg.rpn_batch_size_per_image, cfg.rpn_positive_fraction) {
+      fg_bg_sampler_(cfg.rpn_batch_size_per_image, cfg.rpn_positive_fraction),
+      anchor_generator_(cfg.anchor_sizes) {
   head = register_module("head", RPNHead(256, anchor_generator_.num_anchors_per_location(),
                                          cfg.rpn_conv_depth()));
 }

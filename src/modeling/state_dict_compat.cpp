@@ -2,6 +2,7 @@
 // prefixes, and inferring the architecture from keys and shapes.
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <map>
 #include <regex>
 #include <set>
@@ -15,6 +16,28 @@ namespace {
 
 bool has_key(const std::map<std::string, at::Tensor>& m, const std::string& k) {
   return m.count(k) > 0;
+}
+
+// Layers "<prefix>0.0.weight", "<prefix>1.0.weight", ... present.
+int count_conv_layers(const std::map<std::string, at::Tensor>& keys, const std::string& prefix) {
+  int n = 0;
+  while (has_key(keys, prefix + std::to_string(n) + ".0.weight")) ++n;
+  return n;
+}
+
+// The head sizes from the shapes: box head width and convs, mask head depth and width.
+void infer_head_sizes(const std::map<std::string, at::Tensor>& keys, MaskRCNNConfig& cfg) {
+  const std::string box = "roi_heads.box_head.", mask = "roi_heads.mask_head.";
+  if (cfg.arch == Arch::V2) {
+    cfg.box_head_conv_layers = count_conv_layers(keys, box);
+    const std::string fc = box + std::to_string(cfg.box_head_conv_layers + 1) + ".weight";
+    if (has_key(keys, fc)) cfg.representation_size = static_cast<int>(keys.at(fc).size(0));
+  } else if (has_key(keys, box + "fc7.weight")) {
+    cfg.representation_size = static_cast<int>(keys.at(box + "fc7.weight").size(0));
+  }
+  cfg.mask_head_layers = std::max(1, count_conv_layers(keys, mask));
+  if (has_key(keys, mask + "0.0.weight"))
+    cfg.mask_head_channels = static_cast<int>(keys.at(mask + "0.0.weight").size(0));
 }
 
 }  // namespace
@@ -71,10 +94,14 @@ MaskRCNNConfig infer_config(const StateDict& state, const std::string& source) {
   const bool bottleneck = has_key(keys, "backbone.body.layer1.0.conv3.weight");
   if (bottleneck) cfg.backbone_depth = l3.size() >= 23 ? 101 : 50;
   else cfg.backbone_depth = l1.size() == 2 ? 18 : 34;
-  // Batch norm: FrozenBatchNorm2d checkpoints have no num_batches_tracked. The
-  // COCO v1 weights need eps 0 (torchvision's overwrite_eps); BatchNorm2d 1e-5.
-  cfg.frozen_batch_norm = !has_key(keys, "backbone.body.bn1.num_batches_tracked");
-  cfg.backbone_norm_eps = cfg.frozen_batch_norm ? 0.0 : 1e-5;
+  // Norm: GroupNorm has no running statistics, FrozenBatchNorm2d no
+  // num_batches_tracked. The COCO v1 weights need eps 0 (torchvision's
+  // overwrite_eps); BatchNorm2d 1e-5.
+  if (!has_key(keys, "backbone.body.bn1.running_mean")) cfg.norm = Norm::GroupNorm;
+  else if (has_key(keys, "backbone.body.bn1.num_batches_tracked")) cfg.norm = Norm::BatchNorm;
+  else cfg.norm = Norm::FrozenBatchNorm;
+  cfg.backbone_norm_eps = cfg.norm == Norm::FrozenBatchNorm ? 0.0 : 1e-5;
+  infer_head_sizes(keys, cfg);
   return cfg;
 }
 

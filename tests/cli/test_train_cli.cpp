@@ -46,13 +46,22 @@ class TrainCli : public ::testing::Test {
     return "train --train-annotations " + (data_ / "train/annotations.json").string() +
            " --train-images " + (data_ / "train/images").string() +
            " --backbone resnet18 --min-size 96 --max-size 96 --rois-per-image 64"
-           " --proposals-per-image 200 --lr 0.01 --clip-grad-norm 5 --warmup-iters 10 --threads 2"
+           " --proposals-per-image 200 --warmup-iters 10 --threads 2"
+           " --representation-size 256 --box-head-convs 1 --mask-head-layers 2 --mask-head-channels 64"
            " --workers 2 ";
   }
-  static std::vector<json> metrics(const std::string& file) {
+  // metrics.jsonl's records after its first line (the run's settings).
+  static std::vector<json> metrics(const std::string& file, json* settings = nullptr) {
     std::vector<json> out;
     std::ifstream f(file);
-    for (std::string line; std::getline(f, line);) out.push_back(json::parse(line));
+    for (std::string line; std::getline(f, line);) {
+      auto rec = json::parse(line);
+      if (rec.contains("settings")) {
+        if (settings) *settings = rec["settings"];
+        continue;
+      }
+      out.push_back(rec);
+    }
     return out;
   }
   static double max_abs_diff(const std::string& a, const std::string& b) {
@@ -76,13 +85,22 @@ TEST_F(TrainCli, LossFallsAndTheWeightsServeTorchvisionAndPredict) {
                (data_ / "val/annotations.json").string() + " --val-images " +
                (data_ / "val/images").string() + " --output-dir " + path("run"));
   ASSERT_EQ(r.rc, 0) << r.err;
-  auto m = metrics(path("run/metrics.jsonl"));
+  json settings;
+  auto m = metrics(path("run/metrics.jsonl"), &settings);
   ASSERT_GE(m.size(), 9u);
   const double first = m.front()["loss"], last = m[m.size() - 2]["loss"];
   EXPECT_LT(last, 0.6 * first) << "loss did not fall: " << first << " -> " << last;
   for (const char* k : {"loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness",
-                        "loss_rpn_box_reg", "lr", "iteration"})
+                        "loss_rpn_box_reg", "lr", "iteration", "iter_per_s", "images_per_s"})
     EXPECT_TRUE(m.front().contains(k)) << k;
+  EXPECT_NEAR(m.front()["images_per_s"].get<double>(), 2 * m.front()["iter_per_s"].get<double>(), 1e-6);
+  // The first line: the run's settings, the from-scratch recipe's defaults.
+  EXPECT_EQ(settings["model"]["norm"], "gn") << settings.dump();
+  EXPECT_EQ(settings["model"]["arch"], "maskrcnn_resnet50_fpn_v2");
+  EXPECT_EQ(settings["model"]["anchor_sizes"], json({8.0, 16.0, 32.0, 64.0, 128.0}));  // 96 px: x0.25
+  EXPECT_EQ(settings["train"]["lr_schedule"], "cosine");
+  EXPECT_EQ(settings["train"]["batch_size"], 2);
+  EXPECT_EQ(settings["train"]["iterations"], 80);
   EXPECT_TRUE(m.back().contains("val_bbox_AP")) << m.back().dump();
   EXPECT_NE(r.out.find("validation: bbox AP"), std::string::npos) << r.out;
 
@@ -94,7 +112,7 @@ TEST_F(TrainCli, LossFallsAndTheWeightsServeTorchvisionAndPredict) {
   EXPECT_EQ(info["min_size"], 96);
   const std::string check = python() + " " + MASKRCNN_TEST_SOURCE_DIR +
                             "/tests/python/check_torchvision_load.py " + path("run/model_final.pth") +
-                            " resnet18 4 bn > " + path("tv.txt") + " 2>&1";
+                            " > " + path("tv.txt") + " 2>&1";
   EXPECT_EQ(std::system(check.c_str()), 0) << slurp(path("tv.txt"));
 
   // predict reads the sidecar: 96-pixel inputs and the shapes' names.
@@ -107,6 +125,24 @@ TEST_F(TrainCli, LossFallsAndTheWeightsServeTorchvisionAndPredict) {
     const std::string name = d["category_name"];
     EXPECT_TRUE(name == "circle" || name == "square" || name == "triangle") << name;
   }
+}
+
+// --max-minutes alone: the run plans its length from its measured speed and
+// ends on its plan, the cosine decayed to ~0, within the budget.
+TEST_F(TrainCli, ATimeBudgetLaysTheScheduleOverTheIterationsThatFit) {
+  auto r = run(train_args() + "--max-minutes 0.4 --log-every 5 --output-dir " + path("budget"));
+  ASSERT_EQ(r.rc, 0) << r.err;
+  json settings;
+  auto m = metrics(path("budget/metrics.jsonl"), &settings);
+  ASSERT_GE(m.size(), 2u);
+  EXPECT_FALSE(settings["train"].contains("iterations")) << "the budget alone decides the length";
+  const json& last = m.back();
+  EXPECT_EQ(last["planned_iterations"], last["iteration"]) << last.dump();
+  EXPECT_GE(last["iteration"].get<int>(), 10);
+  EXPECT_LT(last["lr"].get<double>(), 0.05 * settings["train"]["lr"].get<double>()) << last.dump();
+  EXPECT_LE(last["time"].get<double>(), 0.4 * 60 + 1.0);
+  EXPECT_EQ(r.err.find("--max-minutes 0.4 reached"), std::string::npos) << "cut off instead of planned";
+  EXPECT_TRUE(fs::exists(path("budget/model_final.pth")));
 }
 
 TEST_F(TrainCli, NanStopsCleanlyAndResumeContinuesBitForBit) {

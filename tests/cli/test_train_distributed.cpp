@@ -30,15 +30,32 @@ class TrainDistributed : public ::testing::Test {
     return run_maskrcnn(args, dir_.string(), env);
   }
   std::string path(const std::string& name) const { return (dir_ / name).string(); }
-  std::string train_args() const {
-    // Frozen batch norm: with batch statistics, 2 x 1 image is not 1 x 2 images.
+  std::string train_args(const std::string& norm = "frozen-bn", const std::string& optimizer = "sgd",
+                         const std::string& lr = "0.002") const {
+    // GroupNorm (the default) or frozen batch norm: with batch statistics,
+    // 2 x 1 image is not 1 x 2 images.
     // 4 RoIs per image, at most 1 positive: every image fills its positives,
     // so the mask loss (a mean over the batch's positives) weighs each image
     // alike in both layouts, as the other losses (fixed sample counts) do.
     return "train --train-annotations " + path("data/annotations.json") + " --train-images " +
            path("data/images") +
-           " --backbone resnet18 --frozen-bn --min-size 96 --max-size 96 --rois-per-image 4"
-           " --proposals-per-image 200 --lr 0.002 --warmup-iters 2 --seed 11 --workers 1 ";
+           " --backbone resnet18 --norm " + norm + " --min-size 96 --max-size 96 --rois-per-image 4"
+           " --proposals-per-image 200 --optimizer " + optimizer + " --lr " + lr + " --warmup-iters 2 --seed 11"
+           " --workers 1 ";
+  }
+  // sqrt(sum |a - b|^2 / sum |a|^2) over the floating-point tensors.
+  static double relative_weight_difference(const std::string& path_a, const std::string& path_b) {
+    auto a = maskrcnn::load_state_dict(path_a), b = maskrcnn::load_state_dict(path_b);
+    EXPECT_EQ(a.size(), b.size());
+    double diff2 = 0, norm2 = 0;
+    for (size_t i = 0; i < a.size() && i < b.size(); ++i) {
+      EXPECT_EQ(a[i].first, b[i].first);
+      if (!a[i].second.is_floating_point()) continue;
+      auto x = a[i].second.to(at::kDouble), y = b[i].second.to(at::kDouble);
+      diff2 += (x - y).pow(2).sum().item<double>();
+      norm2 += x.pow(2).sum().item<double>();
+    }
+    return std::sqrt(diff2 / norm2);
   }
   fs::path dir_;
 };
@@ -58,18 +75,7 @@ TEST_F(TrainDistributed, TwoProcessesOfOneImageEqualOneProcessOfTwo) {
   for (auto& d : dt) ids.insert(d["image_id"].get<int64_t>());
   EXPECT_EQ(ids.size(), 12u) << "results of only " << ids.size() << " of 12 images gathered";
   EXPECT_FALSE(fs::exists(path("two/val_results.part1.json")));
-  auto a = maskrcnn::load_state_dict(path("one/model_final.pth"));
-  auto b = maskrcnn::load_state_dict(path("two/model_final.pth"));
-  ASSERT_EQ(a.size(), b.size());
-  double diff2 = 0, norm2 = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    ASSERT_EQ(a[i].first, b[i].first);
-    if (!a[i].second.is_floating_point()) continue;
-    auto x = a[i].second.to(at::kDouble), y = b[i].second.to(at::kDouble);
-    diff2 += (x - y).pow(2).sum().item<double>();
-    norm2 += x.pow(2).sum().item<double>();
-  }
-  const double rel = std::sqrt(diff2 / norm2);
+  const double rel = relative_weight_difference(path("one/model_final.pth"), path("two/model_final.pth"));
   std::printf("  relative weight difference, 2 x 1 vs 1 x 2: %.3e\n", rel);
   EXPECT_LE(rel, 1e-4);
   // Gradient buckets started their allreduce from the gradient hooks, while
@@ -88,6 +94,55 @@ TEST_F(TrainDistributed, TwoProcessesOfOneImageEqualOneProcessOfTwo) {
   // Rank 0 alone wrote the outputs.
   EXPECT_TRUE(fs::exists(path("two/metrics.jsonl")));
   EXPECT_TRUE(fs::exists(path("two/model_final.json")));
+}
+
+// The from-scratch default: GroupNorm normalises each image by itself, so the
+// split of the batch over processes changes nothing.
+TEST_F(TrainDistributed, GroupNormTwoProcessesOfOneImageEqualOneProcessOfTwo) {
+  // The recipe's optimizer, AdamW.
+  auto r = run(train_args("gn", "adamw", "0.0005") + "--batch-size 2 --iterations 4 --threads 2 --output-dir " +
+               path("one"));
+  ASSERT_EQ(r.rc, 0) << r.err;
+  r = run(train_args("gn", "adamw", "0.0005") + "--batch-size 1 --iterations 4 --threads 1 --nproc 2 --output-dir " +
+          path("two"));
+  ASSERT_EQ(r.rc, 0) << r.err;
+  const double rel = relative_weight_difference(path("one/model_final.pth"), path("two/model_final.pth"));
+  std::printf("  GroupNorm: relative weight difference, 2 x 1 vs 1 x 2: %.3e\n", rel);
+  EXPECT_LE(rel, 1e-4);
+  EXPECT_EQ(nlohmann::json::parse(slurp(path("two/model_final.json")))["norm"], "gn");
+}
+
+// --norm bn: each process normalises its own image (as DDP without
+// SyncBatchNorm), so 2 x 1 is not 1 x 2; --sync-bn shares the statistics
+// and makes it so.
+TEST_F(TrainDistributed, SyncBatchNormTwoProcessesOfOneImageEqualOneProcessOfTwo) {
+  auto r = run(train_args("bn") + "--batch-size 2 --iterations 4 --threads 2 --output-dir " + path("one"));
+  ASSERT_EQ(r.rc, 0) << r.err;
+  r = run(train_args("bn") + "--batch-size 1 --iterations 4 --threads 1 --nproc 2 --output-dir " + path("local"));
+  ASSERT_EQ(r.rc, 0) << r.err;
+  r = run(train_args("bn") + "--sync-bn --batch-size 1 --iterations 4 --threads 1 --nproc 2 --output-dir " +
+          path("sync"));
+  ASSERT_EQ(r.rc, 0) << r.err;
+  const double local = relative_weight_difference(path("one/model_final.pth"), path("local/model_final.pth"));
+  const double sync = relative_weight_difference(path("one/model_final.pth"), path("sync/model_final.pth"));
+  std::printf("  BatchNorm2d: relative weight difference, 2 x 1 vs 1 x 2: %.3e per process, %.3e synced\n",
+              local, sync);
+  EXPECT_GT(local, 1e-3) << "per-process statistics should differ from the whole batch's";
+  EXPECT_LE(sync, 1e-4);
+  // The running statistics are the whole batch's too.
+  auto a = maskrcnn::load_state_dict(path("one/model_final.pth"));
+  auto b = maskrcnn::load_state_dict(path("sync/model_final.pth"));
+  for (size_t i = 0; i < a.size(); ++i)
+    if (a[i].first == "backbone.body.bn1.running_var")
+      EXPECT_LE((a[i].second - b[i].second).abs().max().item<double>(),
+                1e-4 * a[i].second.abs().max().item<double>());
+}
+
+TEST_F(TrainDistributed, SyncBatchNormWithoutBatchNormIsAClearError) {
+  auto r = run(train_args("gn") + "--sync-bn --batch-size 1 --iterations 1 --threads 1 --nproc 2 --output-dir " +
+               path("gn"));
+  EXPECT_NE(r.rc, 0);
+  EXPECT_NE(r.err.find("--sync-bn"), std::string::npos) << r.err;
 }
 
 TEST_F(TrainDistributed, ResumeOfADistributedRunContinuesBitForBit) {

@@ -1,6 +1,8 @@
-// engine::learning_rate: torchvision's reference schedule (linear warm-up from
-// warmup_factor, then x0.1 at each step fraction of the run).
+// engine::learning_rate: linear warm-up from warmup_factor, then torchvision's
+// reference steps (x0.1 at each step fraction of the run) or a cosine to 0.
 #include <gtest/gtest.h>
+
+#include <cmath>
 
 #include "engine/train_setup.h"
 
@@ -15,6 +17,7 @@ TrainOptions schedule(double lr, int warmup_iters, double warmup_factor, std::ve
   o.warmup_iters = warmup_iters;
   o.warmup_factor = warmup_factor;
   o.lr_steps = std::move(steps);
+  o.lr_schedule = "step";
   return o;
 }
 
@@ -68,6 +71,21 @@ TEST(LrSchedule, NoWarmUpStartsAtTheBaseRate) {
   const auto o = schedule(0.05, 0, 0.001, {});
   EXPECT_DOUBLE_EQ(learning_rate(o, 0, 10), 0.05);
   EXPECT_DOUBLE_EQ(learning_rate(o, 9, 10), 0.05);
+}
+
+TEST(LrSchedule, CosineFallsFromTheEndOfWarmUpToZeroAtTheEndOfTheRun) {
+  TrainOptions o;
+  o.lr = 0.02;
+  o.warmup_iters = 10;
+  EXPECT_EQ(o.lr_schedule, "cosine");  // the default
+  EXPECT_DOUBLE_EQ(learning_rate(o, 0, 110), 0.02 * 0.001);
+  EXPECT_DOUBLE_EQ(learning_rate(o, 10, 110), 0.02);
+  EXPECT_NEAR(learning_rate(o, 60, 110), 0.01, 1e-12);  // halfway
+  EXPECT_NEAR(learning_rate(o, 35, 110), 0.02 * 0.5 * (1 + std::cos(M_PI / 4)), 1e-12);
+  EXPECT_NEAR(learning_rate(o, 110, 110), 0.0, 1e-12);
+  for (int it = 11; it < 110; ++it) EXPECT_LT(learning_rate(o, it, 110), learning_rate(o, it - 1, 110)) << it;
+  // A shorter plan decays sooner.
+  EXPECT_LT(learning_rate(o, 60, 80), learning_rate(o, 60, 110));
 }
 
 }  // namespace

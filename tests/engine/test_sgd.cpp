@@ -144,3 +144,58 @@ TEST(Sgd, SetMomentumBufferChecksNameAndShape) {
 }
 
 }  // namespace
+
+namespace {
+
+// engine::AdamW against torch.optim.AdamW's single-tensor update (amsgrad
+// off), written out step by step in double precision:
+//   p *= 1 - lr * wd
+//   m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2
+//   p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
+TEST(AdamW, ThreeStepsMatchTorchOptimAdamW) {
+  const double wd = 0.01, b1 = 0.9, b2 = 0.999, eps = 1e-8;
+  const std::vector<double> lrs{0.1, 0.05, 0.01};
+  const std::vector<std::vector<double>> grads{{1.0, -2.0}, {0.5, 0.5}, {-1.0, 3.0}};
+  at::Tensor p = param({1.0, 2.0});
+  at::Tensor frozen = param({7.0});
+  maskrcnn::engine::AdamW adam({{"p", p}, {"frozen", frozen}}, wd, b1, b2, eps);
+  std::vector<double> x{1.0, 2.0}, m(2, 0.0), v(2, 0.0);
+  for (int step = 0; step < 3; ++step) {
+    const int t = step + 1;
+    for (int i = 0; i < 2; ++i) {
+      const double g = grads[step][i];
+      x[i] *= 1 - lrs[step] * wd;
+      m[i] = b1 * m[i] + (1 - b1) * g;
+      v[i] = b2 * v[i] + (1 - b2) * g * g;
+      x[i] -= lrs[step] / (1 - std::pow(b1, t)) * m[i] / (std::sqrt(v[i]) / std::sqrt(1 - std::pow(b2, t)) + eps);
+    }
+    set_grad(p, grads[step]);
+    adam.step(lrs[step]);
+    for (int i = 0; i < 2; ++i) EXPECT_NEAR(p[i].item<double>(), x[i], 1e-14) << "step " << step << " element " << i;
+  }
+  // The first step moves each element by about lr (Adam's normalised step).
+  EXPECT_EQ(frozen.item<double>(), 7.0);
+  // The state round-trips: a second optimizer given it takes the same 4th step.
+  at::Tensor q = param({p[0].item<double>(), p[1].item<double>()});
+  maskrcnn::engine::AdamW resumed({{"p", q}}, wd, b1, b2, eps);
+  for (auto& [key, value] : adam.state())
+    if (key.find("frozen") == std::string::npos) resumed.set_state(key, value);
+  set_grad(p, {0.3, -0.7});
+  set_grad(q, {0.3, -0.7});
+  adam.step(0.02);
+  resumed.step(0.02);
+  EXPECT_TRUE(p.equal(q));
+  EXPECT_THROW(resumed.set_state("momentum.p", at::zeros({2}, at::kDouble)), maskrcnn::Error);
+}
+
+TEST(Optimizers, MakeOptimizerKnowsSgdAndAdamW) {
+  at::Tensor p = param({1.0});
+  EXPECT_NE(dynamic_cast<SGD*>(maskrcnn::engine::make_optimizer("sgd", {{"p", p}}, 0.9, 0).get()), nullptr);
+  EXPECT_NE(dynamic_cast<maskrcnn::engine::AdamW*>(maskrcnn::engine::make_optimizer("adamw", {{"p", p}}, 0.9, 0).get()),
+            nullptr);
+  EXPECT_THROW(maskrcnn::engine::make_optimizer("adam", {{"p", p}}, 0.9, 0), maskrcnn::Error);
+  SGD sgd({{"p", p}}, 0.9, 0);
+  EXPECT_THROW(sgd.set_state("exp_avg.p", at::zeros({1}, at::kDouble)), maskrcnn::Error);
+}
+
+}  // namespace

@@ -229,7 +229,7 @@ TimeLimitHook::Clock ticking_clock() {
 TEST(TimeLimitHook, StopsBeforeTheFirstStepPastTheLimit) {
   Log log;
   FakeTrainer t(&log);
-  t.register_hook(std::make_unique<TimeLimitHook>(1.0, nullptr, ticking_clock()));
+  t.register_hook(std::make_unique<TimeLimitHook>(1.0, nullptr, /*plan_schedule=*/false, ticking_clock()));
   t.register_hook(std::make_unique<Recorder>("A", log));
   ::testing::internal::CaptureStderr();
   t.run(0, 10);
@@ -241,6 +241,59 @@ TEST(TimeLimitHook, StopsBeforeTheFirstStepPastTheLimit) {
   EXPECT_EQ(std::count(log.begin(), log.end(), "step 2"), 0);
   EXPECT_EQ(log.back(), "A.after_train 2");
   EXPECT_NE(err.find("train: --max-minutes 1.0 reached at iteration 2"), std::string::npos) << err;
+}
+
+// A clock the test moves by hand.
+struct ManualClock {
+  std::shared_ptr<std::chrono::steady_clock::time_point> t = std::make_shared<std::chrono::steady_clock::time_point>();
+  TimeLimitHook::Clock clock() const {
+    auto p = t;
+    return [p] { return *p; };
+  }
+  void advance(double seconds) {
+    *t += std::chrono::duration_cast<std::chrono::steady_clock::duration>(std::chrono::duration<double>(seconds));
+  }
+};
+
+// Steps that take `seconds_per_step` on the manual clock.
+class TimedTrainer : public FakeTrainer {
+ public:
+  TimedTrainer(ManualClock clock, double seconds_per_step) : clock_(clock), per_step_(seconds_per_step) {}
+  StepResult run_step(int64_t it) override {
+    clock_.advance(per_step_);
+    max_seen.push_back(max_iteration());
+    return FakeTrainer::run_step(it);
+  }
+  std::vector<int64_t> max_seen;
+
+ private:
+  ManualClock clock_;
+  double per_step_;
+};
+
+TEST(TimeLimitHook, LaysTheRunLengthOverTheBudgetFromTheMeasuredSpeed) {
+  ManualClock clock;
+  TimedTrainer t(clock, 2.0);  // 2 s a step: a 10-minute budget holds ~300 steps
+  t.register_hook(std::make_unique<TimeLimitHook>(10.0, nullptr, true, clock.clock()));
+  ::testing::internal::CaptureStderr();
+  t.run(0, 100000);
+  ::testing::internal::GetCapturedStderr();
+  // Planned after the first measured steps, re-planned as it went: the run
+  // ended at its plan, within the budget, not at the time limit.
+  EXPECT_EQ(t.max_seen.front(), 100000);
+  EXPECT_EQ(t.max_iteration(), t.iteration());
+  EXPECT_GE(t.iteration(), 290);
+  EXPECT_LE(t.iteration(), 300);
+  EXPECT_LT(t.max_seen[20], 100000);
+}
+
+TEST(TimeLimitHook, ThePlanNeverExceedsTheRequestedLength) {
+  ManualClock clock;
+  TimedTrainer t(clock, 0.5);
+  t.register_hook(std::make_unique<TimeLimitHook>(10.0, nullptr, true, clock.clock()));
+  t.run(0, 50);
+  EXPECT_EQ(t.iteration(), 50);
+  for (int64_t m : t.max_seen) EXPECT_EQ(m, 50);
 }
 
 TEST(ProgressHook, DrawsTheBarWithLossAndLrAndFinishesAtTheEnd) {

@@ -47,6 +47,7 @@ class TinyTraining : public ::testing::Test {
     o_.rois_per_image = 16;
     o_.proposals_per_image = 50;
     o_.lr = 0.01;
+    o_.weight_decay = 1e-4;
     o_.warmup_iters = 2;
     o_.seed = 5;
     model_.emplace(build_training_model(o_, 4, {"bg", "a", "b", "c"}));
@@ -65,7 +66,7 @@ class TinyTraining : public ::testing::Test {
 
   std::unique_ptr<Trainer> make_trainer(double clip, int64_t total, Trainer::LossFilter filter = {}) {
     Trainer::Options to;
-    to.lr = [this, total](int64_t it) { return learning_rate(o_, it, total); };
+    to.lr = [this](int64_t it, int64_t planned) { return learning_rate(o_, it, planned); };
     to.clip_grad_norm = clip;
     to.loss_filter = std::move(filter);
     return std::make_unique<Trainer>(*model_, *sgd_, *loader_, nullptr, nullptr, std::move(to));

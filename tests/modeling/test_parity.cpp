@@ -156,15 +156,40 @@ TEST(Parity, V2SevenClasses) {
   run_model("v2");
 }
 
+// torchvision's parts with GroupNorm(32) in ResNet-18, FPN and heads, two box
+// convs, a 512-wide fc, a 2 x 128 mask head and anchors 16..256 (gn.json):
+// what `maskrcnn train --norm gn` with smaller heads builds.
+TEST(Parity, GroupNormResNet18SmallHeadsAndAnchors) {
+  at::set_num_threads(2);
+  run_model("gn");
+}
+
+TEST(Parity, InfersGroupNormAndHeadSizes) {
+  const auto path = fixtures_dir("parity") + "/gn.pth";
+  auto c = maskrcnn::infer_config(maskrcnn::load_state_dict(path), "gn");
+  EXPECT_EQ(c.norm, maskrcnn::Norm::GroupNorm);
+  EXPECT_EQ(c.arch, maskrcnn::Arch::V2);
+  EXPECT_EQ(c.backbone_depth, 18);
+  EXPECT_EQ(c.num_classes, 5);
+  EXPECT_EQ(c.representation_size, 512);
+  EXPECT_EQ(c.box_head_conv_layers, 2);
+  EXPECT_EQ(c.mask_head_layers, 2);
+  EXPECT_EQ(c.mask_head_channels, 128);
+  // The anchors come from the sidecar.
+  auto model = maskrcnn::load_model(path);
+  EXPECT_EQ(model.config().anchor_sizes, (std::vector<double>{16, 32, 64, 128, 256}));
+  EXPECT_EQ(model.config().min_size, 320);
+}
+
 TEST(Parity, InfersArchitectureFromCheckpoints) {
   const auto dir = fixtures_dir("parity");
   auto v1 = maskrcnn::infer_config(maskrcnn::load_state_dict(dir + "/v1_coco.pth"), "v1_coco");
   EXPECT_EQ(v1.arch, maskrcnn::Arch::V1);
   EXPECT_EQ(v1.num_classes, 91);
-  EXPECT_TRUE(v1.frozen_batch_norm);
+  EXPECT_EQ(v1.norm, maskrcnn::Norm::FrozenBatchNorm);
   EXPECT_EQ(v1.backbone_norm_eps, 0.0);
   auto bn = maskrcnn::infer_config(maskrcnn::load_state_dict(dir + "/v1_bn.pth"), "v1_bn");
-  EXPECT_FALSE(bn.frozen_batch_norm);
+  EXPECT_EQ(bn.norm, maskrcnn::Norm::BatchNorm);
   EXPECT_EQ(bn.backbone_norm_eps, 1e-5);
   auto v2 = maskrcnn::infer_config(maskrcnn::load_state_dict(dir + "/v2.pth"), "v2");
   EXPECT_EQ(v2.arch, maskrcnn::Arch::V2);

@@ -34,7 +34,7 @@ maskrcnn::MaskRCNNConfig config_of(const nlohmann::json& c) {
   cfg.arch = maskrcnn::parse_arch(c["arch"]);
   cfg.num_classes = c["num_classes"];
   cfg.backbone_depth = c.value("backbone_depth", 50);
-  cfg.frozen_batch_norm = c["frozen_batch_norm"];
+  cfg.norm = c["frozen_batch_norm"].get<bool>() ? maskrcnn::Norm::FrozenBatchNorm : maskrcnn::Norm::BatchNorm;
   cfg.backbone_norm_eps = c["backbone_norm_eps"];
   cfg.trainable_backbone_layers = c["trainable_backbone_layers"];
   cfg.min_size = c["min_size"];
@@ -122,7 +122,7 @@ TEST(TrainingLosses, ImagesWithoutObjectsTrain) {
   maskrcnn::MaskRCNNConfig cfg;
   cfg.backbone_depth = 18;
   cfg.num_classes = 3;
-  cfg.frozen_batch_norm = false;
+  cfg.norm = maskrcnn::Norm::BatchNorm;
   cfg.backbone_norm_eps = 1e-5;
   cfg.min_size = cfg.max_size = 96;
   maskrcnn::MaskRCNN model(cfg);

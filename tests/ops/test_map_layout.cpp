@@ -68,7 +68,7 @@ TEST(MapLayout, PoolingAndUpsamplingBlockedMapsMatchNchw) {
 TEST(MapLayout, BlockedBackboneFeaturesServeAnchorsAndPoolingAsFourDOnes) {
   at::manual_seed(3);
   torch::NoGradGuard no_grad;
-  BackboneWithFPN backbone(50, NormSpec{true, 1e-5}, false);
+  BackboneWithFPN backbone(50, NormSpec{maskrcnn::Norm::FrozenBatchNorm, 1e-5}, std::nullopt);
   backbone->eval();
   const auto images = at::randn({1, 3, 96, 128});
   const auto blocked = backbone->features(images);
@@ -101,7 +101,7 @@ TEST(MapLayout, BlockedBackboneFeaturesServeAnchorsAndPoolingAsFourDOnes) {
 TEST(MapLayout, BlocksGivenTheirInputLeaveOtherMapsAlone) {
   at::manual_seed(4);
   torch::NoGradGuard no_grad;
-  ResNetBody body(50, NormSpec{true, 1e-5});
+  ResNetBody body(50, NormSpec{maskrcnn::Norm::FrozenBatchNorm, 1e-5});
   body->eval();
   const auto images = at::randn({1, 3, 64, 96});
   const auto images_before = images.clone();

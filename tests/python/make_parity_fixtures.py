@@ -34,6 +34,10 @@ def randomize(model, seed, cls_scale):
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, m in model.named_modules():
+            if isinstance(m, torch.nn.GroupNorm):
+                c = m.weight.shape[0]
+                m.weight.copy_(torch.rand(c, generator=g) * 0.5 + 0.5)
+                m.bias.copy_(torch.randn(c, generator=g) * 0.1)
             if isinstance(m, (torch.nn.BatchNorm2d, misc_nn_ops.FrozenBatchNorm2d)):
                 c = m.weight.shape[0]
                 m.weight.copy_(torch.rand(c, generator=g) * 0.5 + 0.5)
@@ -74,8 +78,43 @@ def calibrate_classifier(model, g, target_std):
         pred.bias[0] += 1.0  # background
 
 
+# The "gn" model: what `maskrcnn train --norm gn` builds, made of torchvision's
+# own parts (GroupNorm(32) in ResNet-18, FPN and heads, lighter heads, small
+# anchors). Its sidecar (gn.json) carries the anchors, which no state dict holds.
+GN = dict(num_classes=5, anchors=[16.0, 32.0, 64.0, 128.0, 256.0], box_convs=2, representation=512,
+          mask_layers=2, mask_channels=128, min_size=320, max_size=512)
+
+
+def build_gn():
+    from torchvision.models.detection.anchor_utils import AnchorGenerator
+    from torchvision.models.detection.faster_rcnn import FastRCNNConvFCHead, FastRCNNPredictor, RPNHead
+    from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
+
+    def gn(c):
+        return torch.nn.GroupNorm(32, c)
+    backbone = _resnet_fpn_extractor(torchvision.models.resnet18(norm_layer=gn), 5, norm_layer=gn)
+    c = GN
+    return mask_rcnn.MaskRCNN(
+        backbone, num_classes=None, min_size=c["min_size"], max_size=c["max_size"],
+        rpn_anchor_generator=AnchorGenerator(tuple((a,) for a in c["anchors"]), ((0.5, 1.0, 2.0),) * 5),
+        rpn_head=RPNHead(256, 3, conv_depth=2),
+        box_head=FastRCNNConvFCHead((256, 7, 7), [256] * c["box_convs"], [c["representation"]], norm_layer=gn),
+        box_predictor=FastRCNNPredictor(c["representation"], c["num_classes"]),
+        mask_head=MaskRCNNHeads(256, [c["mask_channels"]] * c["mask_layers"], 1, norm_layer=gn),
+        mask_predictor=MaskRCNNPredictor(c["mask_channels"], c["mask_channels"], c["num_classes"]))
+
+
+def gn_sidecar():
+    c = GN
+    return {"format": "maskrcnn-cpp model info 1", "arch": "maskrcnn_resnet50_fpn_v2", "backbone": "resnet18",
+            "num_classes": c["num_classes"], "min_size": c["min_size"], "max_size": c["max_size"],
+            "norm": "gn", "anchor_sizes": c["anchors"]}
+
+
 def build(kind):
-    torch.manual_seed({"v1_bn": 1, "v1_coco": 2, "v2": 3}[kind])
+    torch.manual_seed({"v1_bn": 1, "v1_coco": 2, "v2": 3, "gn": 4}[kind])
+    if kind == "gn":
+        return randomize(build_gn(), 14, 2.0)
     if kind == "v1_bn":
         m = torchvision.models.detection.maskrcnn_resnet50_fpn(weights=None, weights_backbone=None)
         return randomize(m, 11, 2.5)
@@ -146,8 +185,9 @@ CASES = {
                 "syn_123x457", "syn_301x77", "syn_64x1000"],
     "v1_bn": ["cyclists_crowd", "stop_sign", "syn_200x200"],
     "v2": ["mountain_bus", "groceries_car", "syn_97x333"],
+    "gn": ["street_cars", "syn_200x200"],
 }
-STAGE_IMAGES = {"street_cars", "syn_123x457", "cyclists_crowd", "mountain_bus"}
+STAGE_IMAGES = {"street_cars", "syn_123x457", "cyclists_crowd", "mountain_bus", "syn_200x200"}
 
 
 def main():
@@ -181,6 +221,9 @@ def main():
             torch.save(old_key_names(model.state_dict()), path, _use_new_zipfile_serialization=False)
         else:
             torch.save(model.state_dict(), path)
+        if kind == "gn":
+            with open(os.path.join(args.out, "gn.json"), "w") as f:
+                json.dump(gn_sidecar(), f, indent=1)
         rounded = bf16_rounded(model) if kind == "v1_coco" else None
         captured = {}
         model.backbone.register_forward_hook(lambda m, i, o: captured.__setitem__("features", o))

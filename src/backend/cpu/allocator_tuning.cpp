@@ -123,4 +123,12 @@ void tune_allocator_for_inference() {
 #endif
 }
 
+void tune_primitive_cache_for_training() {
+  tune_allocator_for_inference();
+#ifdef MASKRCNN_HAVE_DNNL
+  if (!std::getenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY") && !std::getenv("DNNL_PRIMITIVE_CACHE_CAPACITY"))
+    dnnl::set_primitive_cache_capacity(1024);
+#endif
+}
+
 }  // namespace maskrcnn

@@ -304,6 +304,15 @@ at::Tensor InferenceConv::compute(const torch::nn::Conv2dImpl& conv, const ConvN
     if (r4.defined()) y.add_(r4);
     return relu ? y.relu_() : y;
   }
+  if (!needs_grad && !bn_is_affine && padding != nullptr) {
+    // A norm with per-image statistics (GroupNorm) at inference: the
+    // convolution alone on the fast path below (Winograd, bf16), then the
+    // norm, the add and the ReLU as the module computes them.
+    auto y = ops::to_4d(compute(conv, nullptr, x, /*relu=*/false, {}, ops::MapLayout::NCHW, false, false));
+    y = bn->normalize(y.to(at::kFloat));
+    if (residual.defined()) y.add_(ops::to_4d(residual).to(at::kFloat));
+    return relu ? y.relu_() : y;
+  }
   if (needs_grad || !bn_is_affine || padding == nullptr) {
     // Training ('same'/'valid' or reflect/circular padding too): the modules
     // themselves, so autograd sees torchvision's graph.

@@ -8,17 +8,19 @@
 namespace maskrcnn::modeling {
 
 FeaturePyramidNetworkImpl::FeaturePyramidNetworkImpl(const std::vector<int64_t>& in_channels,
-                                                     int64_t out_channels, bool norm,
+                                                     int64_t out_channels, std::optional<Norm> norm,
                                                      double norm_eps) {
   inner_blocks = register_module("inner_blocks", torch::nn::ModuleList());
   layer_blocks = register_module("layer_blocks", torch::nn::ModuleList());
   for (int64_t c : in_channels) {
     ConvNormActImpl::Options inner{c, out_channels, 1, 1, 0};
-    inner.norm = norm;
+    inner.norm = norm.has_value();
+    inner.norm_kind = norm.value_or(Norm::BatchNorm);
     inner.norm_eps = norm_eps;
     inner.relu = false;
     ConvNormActImpl::Options layer{out_channels, out_channels, 3, 1, 1};
-    layer.norm = norm;
+    layer.norm = norm.has_value();
+    layer.norm_kind = norm.value_or(Norm::BatchNorm);
     layer.norm_eps = norm_eps;
     layer.relu = false;
     inner_.push_back(ConvNormAct(inner));
@@ -72,7 +74,7 @@ std::vector<at::Tensor> FeaturePyramidNetworkImpl::features(const std::vector<at
   return results;
 }
 
-BackboneWithFPNImpl::BackboneWithFPNImpl(int depth, NormSpec body_norm, bool fpn_norm) {
+BackboneWithFPNImpl::BackboneWithFPNImpl(int depth, NormSpec body_norm, std::optional<Norm> fpn_norm) {
   body = register_module("body", ResNetBody(depth, body_norm));
   auto c = body->out_channels();
   fpn = register_module("fpn", FeaturePyramidNetwork(c, 256, fpn_norm, 1e-5));

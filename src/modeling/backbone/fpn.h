@@ -3,6 +3,7 @@
 #pragma once
 #include <torch/nn/module.h>
 
+#include <optional>
 #include <vector>
 
 #include "modeling/backbone/resnet.h"
@@ -12,9 +13,10 @@ namespace maskrcnn::modeling {
 
 class FeaturePyramidNetworkImpl : public torch::nn::Module {
  public:
-  // norm: v2 builds the FPN with BatchNorm2d (convs without bias).
+  // norm: v2 builds the FPN with a norm layer (BatchNorm2d in torchvision's
+  // build; convs without bias); nullopt: none (v1).
   FeaturePyramidNetworkImpl(const std::vector<int64_t>& in_channels, int64_t out_channels,
-                            bool norm, double norm_eps);
+                            std::optional<Norm> norm, double norm_eps);
   // Returns the levels "0".."3" and "pool" (stride 4..64), 4-D channels-last.
   std::vector<at::Tensor> forward(const std::vector<at::Tensor>& x);
   // The same maps, blocked where oneDNN computed them (feature_layout.h).
@@ -28,7 +30,7 @@ TORCH_MODULE(FeaturePyramidNetwork);
 
 class BackboneWithFPNImpl : public torch::nn::Module {
  public:
-  BackboneWithFPNImpl(int depth, NormSpec body_norm, bool fpn_norm);
+  BackboneWithFPNImpl(int depth, NormSpec body_norm, std::optional<Norm> fpn_norm);
   std::vector<at::Tensor> forward(const at::Tensor& images);  // 4-D, as FeaturePyramidNetwork's
   // The same maps, blocked where oneDNN computed them: what the RPN head's
   // convolution and RoIAlign read without a copy.

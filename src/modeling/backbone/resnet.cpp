@@ -25,21 +25,21 @@ ResNetBlockImpl::ResNetBlockImpl(bool bottleneck, int64_t inplanes, int64_t plan
   const int64_t expansion = bottleneck ? 4 : 1;
   if (bottleneck) {
     conv1 = register_module("conv1", conv(inplanes, planes, 1, 1, 0));
-    bn1 = register_module("bn1", BatchNorm2d(planes, n.frozen, n.eps));
+    bn1 = register_module("bn1", make_norm(n.kind, planes, n.eps));
     conv2 = register_module("conv2", conv(planes, planes, 3, stride, 1));
-    bn2 = register_module("bn2", BatchNorm2d(planes, n.frozen, n.eps));
+    bn2 = register_module("bn2", make_norm(n.kind, planes, n.eps));
     conv3 = register_module("conv3", conv(planes, planes * 4, 1, 1, 0));
-    bn3 = register_module("bn3", BatchNorm2d(planes * 4, n.frozen, n.eps));
+    bn3 = register_module("bn3", make_norm(n.kind, planes * 4, n.eps));
   } else {
     conv1 = register_module("conv1", conv(inplanes, planes, 3, stride, 1));
-    bn1 = register_module("bn1", BatchNorm2d(planes, n.frozen, n.eps));
+    bn1 = register_module("bn1", make_norm(n.kind, planes, n.eps));
     conv2 = register_module("conv2", conv(planes, planes, 3, 1, 1));
-    bn2 = register_module("bn2", BatchNorm2d(planes, n.frozen, n.eps));
+    bn2 = register_module("bn2", make_norm(n.kind, planes, n.eps));
   }
   if (has_downsample) {
     downsample = register_module(
         "downsample", torch::nn::Sequential(conv(inplanes, planes * expansion, 1, stride, 0),
-                                            BatchNorm2d(planes * expansion, n.frozen, n.eps)));
+                                            make_norm(n.kind, planes * expansion, n.eps)));
   }
 }
 
@@ -70,7 +70,7 @@ at::Tensor ResNetBlockImpl::run(const at::Tensor& x, bool x_writable) {
   at::Tensor projected;
   if (downsample)
     projected = (*run_downsample_)(*downsample[0]->as<torch::nn::Conv2dImpl>(),
-                                   downsample[1]->as<BatchNorm2dImpl>(), x, /*relu=*/false, {}, blocked, convs_read);
+                                   downsample[1]->as<NormLayer>(), x, /*relu=*/false, {}, blocked, convs_read);
   const at::Tensor& identity = downsample ? projected : x;
   const bool identity_writable = downsample ? ops::sole_owner(projected) : x_writable;
   auto out = (*run1_)(*conv1, bn1.get(), x, /*relu=*/true, {}, blocked, convs_read);
@@ -94,7 +94,7 @@ ResNetBodyImpl::ResNetBodyImpl(int depth, NormSpec n) : run_stem_(std::make_uniq
   }
   const int64_t expansion = bottleneck ? 4 : 1;
   conv1 = register_module("conv1", conv(3, 64, 7, 2, 3));
-  bn1 = register_module("bn1", BatchNorm2d(64, n.frozen, n.eps));
+  bn1 = register_module("bn1", make_norm(n.kind, 64, n.eps));
   int64_t inplanes = 64;
   for (int li = 0; li < 4; ++li) {
     const int64_t planes = 64LL << li;

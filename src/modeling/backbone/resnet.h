@@ -13,8 +13,8 @@
 namespace maskrcnn::modeling {
 
 struct NormSpec {
-  bool frozen = true;
-  double eps = 0.0;
+  Norm kind = Norm::FrozenBatchNorm;
+  double eps = 0.0;  // batch norms'
 };
 
 // Bottleneck (ResNet-50/101, stride on the 3x3 conv) or BasicBlock (ResNet-18/34).
@@ -35,7 +35,7 @@ class ResNetBlockImpl : public torch::nn::Module {
   bool bottleneck_;
   std::unique_ptr<cpu::InferenceConv> run1_, run2_, run3_, run_downsample_;
   torch::nn::Conv2d conv1{nullptr}, conv2{nullptr}, conv3{nullptr};
-  BatchNorm2d bn1{nullptr}, bn2{nullptr}, bn3{nullptr};
+  std::shared_ptr<NormLayer> bn1, bn2, bn3;
   torch::nn::Sequential downsample{nullptr};
 };
 TORCH_MODULE(ResNetBlock);
@@ -58,7 +58,7 @@ class ResNetBodyImpl : public torch::nn::Module {
  private:
   std::unique_ptr<cpu::InferenceConv> run_stem_;
   torch::nn::Conv2d conv1{nullptr};
-  BatchNorm2d bn1{nullptr};
+  std::shared_ptr<NormLayer> bn1;
   std::vector<torch::nn::Sequential> layers_;
   std::vector<int64_t> out_channels_;
 };

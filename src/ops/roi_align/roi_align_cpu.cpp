@@ -278,10 +278,36 @@ void roi_align_backward_impl(const T* grad, const T* rois, int64_t num_rois, int
                              int64_t height, int64_t width, T spatial_scale, int64_t pooled_height,
                              int64_t pooled_width, int64_t sampling_ratio, bool aligned,
                              T* grad_input) {
+  // The samples (positions and weights) depend on the RoI, not the channel:
+  // computed once here, then replayed for every channel in the same order
+  // as torchvision's loop (RoI, bin, sample), so the sums are bit-identical.
+  struct BinSample {
+    int64_t bin;
+    Sample<T> s;
+  };
+  std::vector<std::vector<BinSample>> samples(num_rois);
   std::vector<RoiGeometry<T>> geo(num_rois);
-  for (int64_t n = 0; n < num_rois; ++n)
-    geo[n] = roi_geometry<T>(rois + n * 5, spatial_scale, pooled_height, pooled_width,
-                             sampling_ratio, aligned);
+  at::parallel_for(0, num_rois, 16, [&](int64_t n_begin, int64_t n_end) {
+    for (int64_t n = n_begin; n < n_end; ++n) {
+      const auto g = geo[n] = roi_geometry<T>(rois + n * 5, spatial_scale, pooled_height, pooled_width,
+                                              sampling_ratio, aligned);
+      auto& list = samples[n];
+      list.reserve(pooled_height * pooled_width * g.grid_h * g.grid_w);
+      for (int64_t ph = 0; ph < pooled_height; ++ph)
+        for (int64_t pw = 0; pw < pooled_width; ++pw)
+          for (int64_t iy = 0; iy < g.grid_h; ++iy) {
+            const T yy = sample_coord<T>(g.start_h, ph, g.bin_h, iy, g.grid_h);
+            for (int64_t ix = 0; ix < g.grid_w; ++ix) {
+              const T xx = sample_coord<T>(g.start_w, pw, g.bin_w, ix, g.grid_w);
+              int64_t yl, xl, yh, xh;
+              T w1, w2, w3, w4;
+              if (!bilinear_sample<T>(height, width, yy, xx, yl, xl, yh, xh, w1, w2, w3, w4)) continue;
+              list.push_back({ph * pooled_width + pw,
+                              {yl * width + xl, yl * width + xh, yh * width + xl, yh * width + xh, w1, w2, w3, w4}});
+            }
+          }
+    }
+  });
   at::parallel_for(0, channels, 1, [&](int64_t c_begin, int64_t c_end) {
     for (int64_t c = c_begin; c < c_end; ++c)
       for (int64_t n = 0; n < num_rois; ++n) {
@@ -289,24 +315,13 @@ void roi_align_backward_impl(const T* grad, const T* rois, int64_t num_rois, int
         const T count = g.grid_h * g.grid_w;
         T* gin = grad_input + (g.batch * channels + c) * height * width;
         const T* gout = grad + (n * channels + c) * pooled_height * pooled_width;
-        for (int64_t ph = 0; ph < pooled_height; ++ph)
-          for (int64_t pw = 0; pw < pooled_width; ++pw) {
-            const T g_bin = gout[ph * pooled_width + pw];
-            for (int64_t iy = 0; iy < g.grid_h; ++iy) {
-              const T yy = sample_coord<T>(g.start_h, ph, g.bin_h, iy, g.grid_h);
-              for (int64_t ix = 0; ix < g.grid_w; ++ix) {
-                const T xx = sample_coord<T>(g.start_w, pw, g.bin_w, ix, g.grid_w);
-                int64_t yl, xl, yh, xh;
-                T w1, w2, w3, w4;
-                if (!bilinear_sample<T>(height, width, yy, xx, yl, xl, yh, xh, w1, w2, w3, w4))
-                  continue;
-                gin[yl * width + xl] += g_bin * w1 / count;
-                gin[yl * width + xh] += g_bin * w2 / count;
-                gin[yh * width + xl] += g_bin * w3 / count;
-                gin[yh * width + xh] += g_bin * w4 / count;
-              }
-            }
-          }
+        for (const auto& [bin, s] : samples[n]) {
+          const T g_bin = gout[bin];
+          gin[s.pos1] += g_bin * s.w1 / count;
+          gin[s.pos2] += g_bin * s.w2 / count;
+          gin[s.pos3] += g_bin * s.w3 / count;
+          gin[s.pos4] += g_bin * s.w4 / count;
+        }
       }
   });
 }

@@ -72,6 +72,10 @@ std::optional<ModelInfo> read_model_info(const std::string& weights_path) {
       c.norm = Norm::BatchNorm;
     }
     c.anchor_sizes = j.value("anchor_sizes", c.anchor_sizes);
+    c.representation_size = j.value("representation_size", c.representation_size);
+    c.box_head_conv_layers = j.value("box_head_conv_layers", c.box_head_conv_layers);
+    c.mask_head_layers = j.value("mask_head_layers", c.mask_head_layers);
+    c.mask_head_channels = j.value("mask_head_channels", c.mask_head_channels);
     if (c.anchor_sizes.size() != 5) throw Error(path + ": \"anchor_sizes\" needs 5 sizes (P2..P6)");
     for (double a : c.anchor_sizes)
       if (!(a > 0)) throw Error(path + ": \"anchor_sizes\" must be > 0");

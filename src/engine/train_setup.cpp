@@ -111,7 +111,15 @@ ResumedState load_training_checkpoint(const std::string& path, const TrainOption
     else if (k == "meta.iteration") next = v.item<int64_t>();
   }
   if (next < 0) throw Error(path + ": not a training checkpoint (no meta.iteration)");
-  MaskRCNN model(with_training_sizes(info->config, o), info->class_names);
+  // The sidecar's sizes and anchors; the layers' kinds and widths as the weights have them.
+  MaskRCNNConfig cfg = info->config;
+  const MaskRCNNConfig shapes = infer_config(weights, path);
+  cfg.norm = shapes.norm;
+  cfg.representation_size = shapes.representation_size;
+  cfg.box_head_conv_layers = shapes.box_head_conv_layers;
+  cfg.mask_head_layers = shapes.mask_head_layers;
+  cfg.mask_head_channels = shapes.mask_head_channels;
+  MaskRCNN model(with_training_sizes(cfg, o), info->class_names);
   model.load_state_dict(weights, path);
   return {std::move(model), next, std::move(optimizer_state)};
 }

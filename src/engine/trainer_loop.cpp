@@ -75,7 +75,7 @@ at::Tensor Trainer::checked_total(int64_t iteration, const LossTerms& losses) {
 StepResult Trainer::run_step(int64_t iteration) {
   StepResult r;
   r.iteration = iteration;
-  r.lr = options_.lr(iteration, max_iteration());
+  r.lr = options_.lr(iteration, std::max(max_iteration(), iteration + 1));  // a step outside run() too
   auto batch = loader_.batch(iteration);
   std::vector<at::Tensor> images;
   std::vector<TrainingTarget> targets;

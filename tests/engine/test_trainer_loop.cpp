@@ -171,7 +171,8 @@ TEST(MetricsHook, WritesWindowMeansEveryLogEveryStepsAndAfterTheLast) {
   EXPECT_DOUBLE_EQ(metrics.final_loss(), 13.0);
   std::vector<std::string> keys;
   for (auto& [k, v] : recs[0].items()) keys.push_back(k);
-  EXPECT_EQ(keys, (std::vector<std::string>{"grad_norm", "iteration", "loss", "loss_a", "loss_b", "lr", "time"}));
+  EXPECT_EQ(keys, (std::vector<std::string>{"grad_norm", "iter_per_s", "iteration", "loss", "loss_a", "loss_b", "lr",
+                                      "planned_iterations", "time"}));
   EXPECT_GE(recs[2]["time"].get<double>(), recs[0]["time"].get<double>());
 }
 

@@ -66,7 +66,7 @@ class TinyTraining : public ::testing::Test {
 
   std::unique_ptr<Trainer> make_trainer(double clip, int64_t total, Trainer::LossFilter filter = {}) {
     Trainer::Options to;
-    to.lr = [this](int64_t it, int64_t planned) { return learning_rate(o_, it, planned); };
+    to.lr = [this, total](int64_t it, int64_t) { return learning_rate(o_, it, total); };
     to.clip_grad_norm = clip;
     to.loss_filter = std::move(filter);
     return std::make_unique<Trainer>(*model_, *sgd_, *loader_, nullptr, nullptr, std::move(to));

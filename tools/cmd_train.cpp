@@ -127,6 +127,10 @@ void add_train_command(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--trainable-layers", o.trainable_backbone_layers,
                   "Trainable ResNet stages 0-5 (default: 3 with --weights, 5 without)");
+  cmd->add_option("--fpn-channels", o.fpn_channels,
+                  "Without --weights: the FPN's width (P2..P6), which the RPN head and the box and "
+                  "mask heads read")
+      ->capture_default_str();
   cmd->add_option("--representation-size", o.representation_size,
                   "Without --weights: the box head's fc width")
       ->capture_default_str();

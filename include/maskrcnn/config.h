@@ -63,8 +63,9 @@ struct MaskRCNNConfig {
   double box_positive_fraction = 0.25;
 
   // Head sizes (torchvision's defaults; all in the state dict's shapes).
+  int fpn_channels = 256;           // BackboneWithFPN's out_channels: P2..P6, the RPN head, the heads' inputs
   int representation_size = 1024;  // the box head's fc width (TwoMLPHead / FastRCNNConvFCHead)
-  int box_head_conv_layers = 4;    // v2: FastRCNNConvFCHead's 3x3 convs (256 channels)
+  int box_head_conv_layers = 4;    // v2: FastRCNNConvFCHead's 3x3 convs (fpn_channels wide)
   int mask_head_layers = 4;        // MaskRCNNHeads' 3x3 convs
   int mask_head_channels = 256;    // their width, and MaskRCNNPredictor's dim_reduced
 

@@ -35,6 +35,7 @@ struct TrainOptions {
   // 1 x batch N*B. No effect in a single process.
   bool sync_batch_norm = false;
   // Head sizes without weights (torchvision's defaults; with weights theirs).
+  int fpn_channels = 256;
   int representation_size = 1024;
   int box_head_conv_layers = 4;  // v2's FastRCNNConvFCHead
   int mask_head_layers = 4, mask_head_channels = 256;

@@ -31,6 +31,7 @@ void write_model_info(const std::string& weights_path, const ModelInfo& info) {
       {"anchor_sizes", c.anchor_sizes},
       // The head sizes are the state dict's shapes; here for whoever rebuilds
       // the model elsewhere (torchvision: tests/python/check_torchvision_load.py).
+      {"fpn_channels", c.fpn_channels},
       {"representation_size", c.representation_size},
       {"box_head_conv_layers", c.arch == Arch::V2 ? c.box_head_conv_layers : 0},
       {"mask_head_layers", c.mask_head_layers},
@@ -72,6 +73,7 @@ std::optional<ModelInfo> read_model_info(const std::string& weights_path) {
       c.norm = Norm::BatchNorm;
     }
     c.anchor_sizes = j.value("anchor_sizes", c.anchor_sizes);
+    c.fpn_channels = j.value("fpn_channels", c.fpn_channels);
     c.representation_size = j.value("representation_size", c.representation_size);
     c.box_head_conv_layers = j.value("box_head_conv_layers", c.box_head_conv_layers);
     c.mask_head_layers = j.value("mask_head_layers", c.mask_head_layers);

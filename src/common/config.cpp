@@ -40,6 +40,10 @@ std::string norm_name(Norm norm) {
 
 void validate_config(const MaskRCNNConfig& c, const std::string& source) {
   const auto fail = [&](const std::string& what) { throw Error(source + ": " + what); };
+  if (c.fpn_channels < 1) fail("FPN channels must be >= 1");
+  if (c.heads_have_norm() && c.heads_norm() == Norm::GroupNorm && c.fpn_channels % 32 != 0)
+    fail("with GroupNorm (32 groups) the FPN channels must be a multiple of 32, not " +
+         std::to_string(c.fpn_channels));
   if (c.representation_size < 1) fail("representation size must be >= 1");
   if (c.box_head_conv_layers < 0) fail("box head conv layers must be >= 0");
   if (c.mask_head_layers < 1) fail("mask head layers must be >= 1");

@@ -46,6 +46,7 @@ MaskRCNN build_training_model(const TrainOptions& o, int num_classes, std::vecto
   cfg.backbone_depth = o.backbone_depth;
   cfg.num_classes = num_classes;
   cfg.backbone_norm_eps = 1e-5;
+  cfg.fpn_channels = o.fpn_channels;
   cfg.representation_size = o.representation_size;
   cfg.box_head_conv_layers = o.box_head_conv_layers;
   cfg.mask_head_layers = o.mask_head_layers;
@@ -115,6 +116,7 @@ ResumedState load_training_checkpoint(const std::string& path, const TrainOption
   MaskRCNNConfig cfg = info->config;
   const MaskRCNNConfig shapes = infer_config(weights, path);
   cfg.norm = shapes.norm;
+  cfg.fpn_channels = shapes.fpn_channels;
   cfg.representation_size = shapes.representation_size;
   cfg.box_head_conv_layers = shapes.box_head_conv_layers;
   cfg.mask_head_layers = shapes.mask_head_layers;

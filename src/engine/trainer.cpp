@@ -177,6 +177,7 @@ nlohmann::json settings_record(const TrainOptions& o, const MaskRCNNConfig& c, i
                        {"min_size", c.min_size},
                        {"max_size", c.max_size},
                        {"anchor_sizes", c.anchor_sizes},
+                       {"fpn_channels", c.fpn_channels},
                        {"representation_size", c.representation_size},
                        {"box_head_conv_layers", c.arch == Arch::V2 ? c.box_head_conv_layers : 0},
                        {"mask_head_layers", c.mask_head_layers},

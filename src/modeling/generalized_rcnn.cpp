@@ -12,7 +12,7 @@ GeneralizedRCNNImpl::GeneralizedRCNNImpl(const MaskRCNNConfig& cfg)
   validate_config(cfg, "model config");
   const NormSpec body_norm{cfg.norm, cfg.backbone_norm_eps};
   const auto fpn_norm = cfg.heads_have_norm() ? std::optional<Norm>(cfg.heads_norm()) : std::nullopt;
-  backbone = register_module("backbone", BackboneWithFPN(cfg.backbone_depth, body_norm, fpn_norm));
+  backbone = register_module("backbone", BackboneWithFPN(cfg.backbone_depth, body_norm, fpn_norm, cfg.fpn_channels));
   rpn = register_module("rpn", RegionProposalNetwork(cfg));
   roi_heads = register_module("roi_heads", RoIHeads(cfg));
   backbone->body->freeze(cfg.trainable_backbone_layers);

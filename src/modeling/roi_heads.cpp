@@ -13,10 +13,10 @@ RoIHeadsImpl::RoIHeadsImpl(const MaskRCNNConfig& cfg)
       fg_bg_sampler_(cfg.box_batch_size_per_image, cfg.box_positive_fraction) {
   const bool v2 = cfg.arch == Arch::V2;
   const auto heads_norm = cfg.heads_have_norm() ? std::optional<Norm>(cfg.heads_norm()) : std::nullopt;
-  box_head = register_module("box_head", BoxHead(256, 7, cfg.representation_size, /*conv_fc=*/v2,
+  box_head = register_module("box_head", BoxHead(cfg.fpn_channels, 7, cfg.representation_size, /*conv_fc=*/v2,
                                                  cfg.box_head_conv_layers, cfg.heads_norm()));
   box_predictor = register_module("box_predictor", FastRCNNPredictor(cfg.representation_size, cfg.num_classes));
-  mask_head = register_module("mask_head", MaskHead(256, cfg.mask_head_layers, cfg.mask_head_channels, heads_norm));
+  mask_head = register_module("mask_head", MaskHead(cfg.fpn_channels, cfg.mask_head_layers, cfg.mask_head_channels, heads_norm));
   mask_predictor = register_module(
       "mask_predictor", MaskRCNNPredictor(cfg.mask_head_channels, cfg.mask_head_channels, cfg.num_classes));
 }

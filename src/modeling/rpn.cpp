@@ -105,7 +105,7 @@ RegionProposalNetworkImpl::RegionProposalNetworkImpl(const MaskRCNNConfig& cfg)
       proposal_matcher_(cfg.rpn_fg_iou_thresh, cfg.rpn_bg_iou_thresh, /*allow_low_quality=*/true),
       fg_bg_sampler_(cfg.rpn_batch_size_per_image, cfg.rpn_positive_fraction),
       anchor_generator_(cfg.anchor_sizes) {
-  head = register_module("head", RPNHead(256, anchor_generator_.num_anchors_per_location(),
+  head = register_module("head", RPNHead(cfg.fpn_channels, anchor_generator_.num_anchors_per_location(),
                                          cfg.rpn_conv_depth()));
 }
 

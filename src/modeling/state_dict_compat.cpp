@@ -28,6 +28,8 @@ int count_conv_layers(const std::map<std::string, at::Tensor>& keys, const std::
 // The head sizes from the shapes: box head width and convs, mask head depth and width.
 void infer_head_sizes(const std::map<std::string, at::Tensor>& keys, MaskRCNNConfig& cfg) {
   const std::string box = "roi_heads.box_head.", mask = "roi_heads.mask_head.";
+  const std::string fpn = "backbone.fpn.layer_blocks.0.0.weight";
+  if (has_key(keys, fpn)) cfg.fpn_channels = static_cast<int>(keys.at(fpn).size(0));
   if (cfg.arch == Arch::V2) {
     cfg.box_head_conv_layers = count_conv_layers(keys, box);
     const std::string fc = box + std::to_string(cfg.box_head_conv_layers + 1) + ".weight";

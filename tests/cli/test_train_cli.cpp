@@ -81,7 +81,9 @@ class TrainCli : public ::testing::Test {
 fs::path TrainCli::data_;
 
 TEST_F(TrainCli, LossFallsAndTheWeightsServeTorchvisionAndPredict) {
-  auto r = run(train_args() + "--iterations 80 --log-every 10 --val-annotations " +
+  // A narrower FPN than torchvision's 256 (--fpn-channels): the sidecar carries it to
+  // predict and to torchvision's own FeaturePyramidNetwork.
+  auto r = run(train_args() + "--iterations 80 --fpn-channels 64 --log-every 10 --val-annotations " +
                (data_ / "val/annotations.json").string() + " --val-images " +
                (data_ / "val/images").string() + " --output-dir " + path("run"));
   ASSERT_EQ(r.rc, 0) << r.err;
@@ -98,6 +100,7 @@ TEST_F(TrainCli, LossFallsAndTheWeightsServeTorchvisionAndPredict) {
   EXPECT_EQ(settings["model"]["norm"], "gn") << settings.dump();
   EXPECT_EQ(settings["model"]["arch"], "maskrcnn_resnet50_fpn_v2");
   EXPECT_EQ(settings["model"]["anchor_sizes"], json({8.0, 16.0, 32.0, 64.0, 128.0}));  // 96 px: x0.25
+  EXPECT_EQ(settings["model"]["fpn_channels"], 64);
   EXPECT_EQ(settings["train"]["lr_schedule"], "cosine");
   EXPECT_EQ(settings["train"]["batch_size"], 2);
   EXPECT_EQ(settings["train"]["iterations"], 80);
@@ -110,6 +113,7 @@ TEST_F(TrainCli, LossFallsAndTheWeightsServeTorchvisionAndPredict) {
   EXPECT_EQ(info["num_classes"], 4);
   EXPECT_EQ(info["class_names"], json({"__background__", "circle", "square", "triangle"}));
   EXPECT_EQ(info["min_size"], 96);
+  EXPECT_EQ(info["fpn_channels"], 64);
   const std::string check = python() + " " + MASKRCNN_TEST_SOURCE_DIR +
                             "/tests/python/check_torchvision_load.py " + path("run/model_final.pth") +
                             " > " + path("tv.txt") + " 2>&1";
@@ -245,6 +249,12 @@ TEST_F(TrainCli, BadInputIsAOneLineErrorAndHelpShowsDefaults) {
           path("o"));
   EXPECT_EQ(r.rc, 1);
   EXPECT_NE(r.err.find("resnet7"), std::string::npos) << r.err;
+  r = run("train --train-annotations " + (data_ / "train/annotations.json").string() +
+          " --train-images " + (data_ / "train/images").string() + " --norm gn --fpn-channels 48 --output-dir " +
+          path("o"));
+  EXPECT_EQ(r.rc, 1);
+  EXPECT_NE(r.err.find("multiple of 32, not 48"), std::string::npos) << r.err;
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
   r = run("train --help");
   EXPECT_EQ(r.rc, 0);
   for (std::string s : {"--lr", "0.01", "--momentum", "0.9", "--batch-size", "--epochs", "--resume",

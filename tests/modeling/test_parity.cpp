@@ -156,8 +156,8 @@ TEST(Parity, V2SevenClasses) {
   run_model("v2");
 }
 
-// torchvision's parts with GroupNorm(32) in ResNet-18, FPN and heads, two box
-// convs, a 512-wide fc, a 2 x 128 mask head and anchors 16..256 (gn.json):
+// torchvision's parts with GroupNorm(32) in ResNet-18, FPN and heads, a
+// 128-wide FPN, two box convs, a 512-wide fc, a 2 x 128 mask head and anchors 16..256 (gn.json):
 // what `maskrcnn train --norm gn` with smaller heads builds.
 TEST(Parity, GroupNormResNet18SmallHeadsAndAnchors) {
   at::set_num_threads(2);
@@ -171,6 +171,7 @@ TEST(Parity, InfersGroupNormAndHeadSizes) {
   EXPECT_EQ(c.arch, maskrcnn::Arch::V2);
   EXPECT_EQ(c.backbone_depth, 18);
   EXPECT_EQ(c.num_classes, 5);
+  EXPECT_EQ(c.fpn_channels, 128);
   EXPECT_EQ(c.representation_size, 512);
   EXPECT_EQ(c.box_head_conv_layers, 2);
   EXPECT_EQ(c.mask_head_layers, 2);

@@ -79,9 +79,9 @@ def calibrate_classifier(model, g, target_std):
 
 
 # The "gn" model: what `maskrcnn train --norm gn` builds, made of torchvision's
-# own parts (GroupNorm(32) in ResNet-18, FPN and heads, lighter heads, small
-# anchors). Its sidecar (gn.json) carries the anchors, which no state dict holds.
-GN = dict(num_classes=5, anchors=[16.0, 32.0, 64.0, 128.0, 256.0], box_convs=2, representation=512,
+# own parts (GroupNorm(32) in ResNet-18, FPN and heads, a 128-wide FPN, lighter
+# heads, small anchors). Its sidecar (gn.json) carries the anchors, which no state dict holds.
+GN = dict(num_classes=5, fpn_channels=128, anchors=[16.0, 32.0, 64.0, 128.0, 256.0], box_convs=2, representation=512,
           mask_layers=2, mask_channels=128, min_size=320, max_size=512)
 
 
@@ -89,18 +89,23 @@ def build_gn():
     from torchvision.models.detection.anchor_utils import AnchorGenerator
     from torchvision.models.detection.faster_rcnn import FastRCNNConvFCHead, FastRCNNPredictor, RPNHead
     from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
+    from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelMaxPool
 
     def gn(c):
         return torch.nn.GroupNorm(32, c)
-    backbone = _resnet_fpn_extractor(torchvision.models.resnet18(norm_layer=gn), 5, norm_layer=gn)
     c = GN
+    f = c["fpn_channels"]
+    backbone = _resnet_fpn_extractor(torchvision.models.resnet18(norm_layer=gn), 5, norm_layer=gn)
+    # torchvision 0.14's extractor fixes out_channels at 256: the same FPN, narrower.
+    backbone.fpn = FeaturePyramidNetwork([64, 128, 256, 512], f, extra_blocks=LastLevelMaxPool(), norm_layer=gn)
+    backbone.out_channels = f
     return mask_rcnn.MaskRCNN(
         backbone, num_classes=None, min_size=c["min_size"], max_size=c["max_size"],
         rpn_anchor_generator=AnchorGenerator(tuple((a,) for a in c["anchors"]), ((0.5, 1.0, 2.0),) * 5),
-        rpn_head=RPNHead(256, 3, conv_depth=2),
-        box_head=FastRCNNConvFCHead((256, 7, 7), [256] * c["box_convs"], [c["representation"]], norm_layer=gn),
+        rpn_head=RPNHead(f, 3, conv_depth=2),
+        box_head=FastRCNNConvFCHead((f, 7, 7), [f] * c["box_convs"], [c["representation"]], norm_layer=gn),
         box_predictor=FastRCNNPredictor(c["representation"], c["num_classes"]),
-        mask_head=MaskRCNNHeads(256, [c["mask_channels"]] * c["mask_layers"], 1, norm_layer=gn),
+        mask_head=MaskRCNNHeads(f, [c["mask_channels"]] * c["mask_layers"], 1, norm_layer=gn),
         mask_predictor=MaskRCNNPredictor(c["mask_channels"], c["mask_channels"], c["num_classes"]))
 
 

@@ -74,10 +74,12 @@ std::vector<at::Tensor> FeaturePyramidNetworkImpl::features(const std::vector<at
   return results;
 }
 
-BackboneWithFPNImpl::BackboneWithFPNImpl(int depth, NormSpec body_norm, std::optional<Norm> fpn_norm) {
+BackboneWithFPNImpl::BackboneWithFPNImpl(int depth, NormSpec body_norm, std::optional<Norm> fpn_norm,
+                                         int64_t out_channels)
+    : out_channels_(out_channels) {
   body = register_module("body", ResNetBody(depth, body_norm));
   auto c = body->out_channels();
-  fpn = register_module("fpn", FeaturePyramidNetwork(c, 256, fpn_norm, 1e-5));
+  fpn = register_module("fpn", FeaturePyramidNetwork(c, out_channels, fpn_norm, 1e-5));
 }
 
 std::vector<at::Tensor> BackboneWithFPNImpl::forward(const at::Tensor& images) {

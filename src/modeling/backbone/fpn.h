@@ -30,14 +30,18 @@ TORCH_MODULE(FeaturePyramidNetwork);
 
 class BackboneWithFPNImpl : public torch::nn::Module {
  public:
-  BackboneWithFPNImpl(int depth, NormSpec body_norm, std::optional<Norm> fpn_norm);
+  BackboneWithFPNImpl(int depth, NormSpec body_norm, std::optional<Norm> fpn_norm,
+                      int64_t out_channels = 256);
   std::vector<at::Tensor> forward(const at::Tensor& images);  // 4-D, as FeaturePyramidNetwork's
   // The same maps, blocked where oneDNN computed them: what the RPN head's
   // convolution and RoIAlign read without a copy.
   std::vector<at::Tensor> features(const at::Tensor& images);
-  int64_t out_channels() const { return 256; }
+  int64_t out_channels() const { return out_channels_; }
   ResNetBody body{nullptr};
   FeaturePyramidNetwork fpn{nullptr};
+
+ private:
+  int64_t out_channels_;
 };
 TORCH_MODULE(BackboneWithFPN);
 

@@ -7,7 +7,7 @@ PKGS=(
   build-essential cmake ninja-build ccache pkg-config git
   libtorch-dev libopenblas-dev libgloo-dev libdnnl-dev
   libopencv-dev
-  libsimdjson-dev nlohmann-json3-dev libcli11-dev libfmt-dev
+  libsimdjson-dev nlohmann-json3-dev libcli11-dev libfmt-dev libcpp-httplib-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   clang libclang-rt-14-dev
   python3-torch python3-torchvision python3-numpy

@@ -4,6 +4,9 @@
 #pragma once
 #include <CLI/CLI.hpp>
 
+#include <string>
+#include <vector>
+
 namespace maskrcnn::cli {
 
 void add_predict_command(CLI::App& app);
@@ -11,6 +14,7 @@ void add_eval_command(CLI::App& app);
 void add_make_shapes_command(CLI::App& app);
 void add_train_command(CLI::App& app);
 void add_bench_command(CLI::App& app);
+void add_serve_command(CLI::App& app);
 
 // --max-annotation-mb on commands that read COCO files: sets the process-wide
 // limit of maskrcnn::set_max_annotation_file_bytes when the command runs.
@@ -28,5 +32,12 @@ void add_conv_options(CLI::App* cmd, ConvFlags& flags);
 // --device cpu|cuda|cuda:N on commands that run the model (parse_device).
 void add_device_option(CLI::App* cmd, std::string& device);
 void apply_conv_options(const ConvFlags& flags);
+
+// --labels FILE: one class name per line, line i = label i. Throws
+// maskrcnn::Error for a missing or empty file.
+std::vector<std::string> read_labels(const std::string& path);
+// The error for --weights (or the default checkpoint) not being there: where
+// to put torchvision's COCO checkpoint.
+std::string missing_weights_message(const std::string& path);
 
 }  // namespace maskrcnn::cli

@@ -31,6 +31,7 @@ int main(int argc, char** argv) {
   maskrcnn::cli::add_make_shapes_command(app);
   maskrcnn::cli::add_train_command(app);
   maskrcnn::cli::add_bench_command(app);
+  maskrcnn::cli::add_serve_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -12,6 +12,7 @@ The layers (docs/design.md), bottom up, and what each may include besides itself
   api         src/image, src/api, maskrcnn/{image,results,model_info}.h   -> modeling, checkpoint, coco
   data        src/data                                                    -> api
   engine      src/engine, maskrcnn/{evaluator,trainer}.h                  -> data
+  serve       src/serve (the HTTP model server)                           -> engine
   top         tools, maskrcnn/maskrcnn.h                                  -> everything
 Exits 1 listing each include that goes up or sideways.
 """
@@ -29,6 +30,7 @@ BELOW = {
     "api": {"modeling", "ops", "checkpoint", "coco", "ground"},
     "data": {"api", "modeling", "ops", "checkpoint", "coco", "ground"},
     "engine": {"data", "api", "modeling", "ops", "checkpoint", "coco", "ground"},
+    "serve": {"engine", "data", "api", "modeling", "ops", "backend", "checkpoint", "coco", "ground"},
 }
 PUBLIC = {
     "types.h": "ground", "config.h": "ground", "error.h": "ground", "profile.h": "ground",
@@ -41,7 +43,7 @@ SOURCE = [  # longest prefix first
     ("io/checkpoint/", "checkpoint"), ("io/coco/", "coco"), ("io/atomic_file", "coco"),
     ("common/", "ground"), ("ops/", "ops"), ("backend/cpu/", "backend"),
     ("modeling/", "modeling"), ("evaluation/", "coco"), ("image/", "api"), ("api/", "api"),
-    ("data/", "data"), ("engine/", "engine"),
+    ("data/", "data"), ("engine/", "engine"), ("serve/", "serve"),
 ]
 
 

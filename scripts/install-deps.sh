@@ -11,6 +11,7 @@ PKGS=(
   libgtest-dev libgmock-dev libbenchmark-dev
   clang libclang-rt-14-dev
   python3-torch python3-torchvision python3-numpy
+  chromium chromium-driver python3-selenium
 )
 
 missing=()

@@ -16,13 +16,13 @@ BIN=./build/tools/maskrcnn
 rm -rf "$OUT"
 "$BIN" make-shapes --output "$OUT/shapes/train" --images 400 --size 128 --seed 1
 "$BIN" make-shapes --output "$OUT/shapes/val" --images 50 --size 128 --seed 2
-# The from-scratch recipe (the defaults without --weights) with lighter heads
+# The from-scratch recipe (the defaults without --weights) with a narrower FPN and lighter heads
 # and fewer RoIs, which suit 128-pixel images of a few objects: more
 # iterations a minute.
 "$BIN" train --train-annotations "$OUT/shapes/train/annotations.json" \
   --train-images "$OUT/shapes/train/images" --backbone resnet18 --min-size 128 --max-size 128 \
   --representation-size 256 --box-head-convs 0 --mask-head-layers 2 --mask-head-channels 128 \
-  --rois-per-image 64 --proposals-per-image 300 ${LR:+--lr "$LR"} \
+  --rois-per-image 64 --proposals-per-image 300 --fpn-channels 128 ${LR:+--lr "$LR"} \
   ${ITERATIONS:+--iterations "$ITERATIONS"} --max-minutes "$MINUTES" --output-dir "$OUT/run"
 "$BIN" predict --weights "$OUT/run/model_final.pth" --score-thresh 0.5 \
   --output-dir "$OUT/predictions" --output-json "$OUT/predictions/results.json" \

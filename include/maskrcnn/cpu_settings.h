@@ -14,7 +14,9 @@ namespace maskrcnn {
 // (feature maps are 50-200 MB; re-faulting them after every layer tripled
 // inference time), and gives LibTorch a CPU allocator on plain malloc so
 // that they are reused (glibc does not reuse freed blocks of LibTorch's
-// posix_memalign). MaskRCNN's constructors call it once; set
+// posix_memalign), and makes every thread share malloc's main arena (a
+// thread's own arena mmaps each block over 64 MB afresh): call it before
+// starting the threads that run a model. MaskRCNN's constructors call it once; set
 // MASKRCNN_KEEP_MALLOC=1 to leave malloc's settings alone. No-op off glibc.
 // Also caps oneDNN's process-wide primitive cache at 16 primitives (~500 MB
 // less peak RSS over many image sizes); ONEDNN_PRIMITIVE_CACHE_CAPACITY overrides.

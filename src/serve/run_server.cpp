@@ -17,6 +17,7 @@
 #include <string>
 #include <thread>
 
+#include "maskrcnn/cpu_settings.h"
 #include "maskrcnn/error.h"
 #include "serve/server.h"
 
@@ -114,6 +115,7 @@ class Watchdog {
 }  // namespace
 
 int run_server(const ServeOptions& options) {
+  tune_allocator_for_inference();  // before any thread: one malloc arena for all (cpu_settings.h)
   StopSignals signals;
   std::string load_error;
   int sig = 0;

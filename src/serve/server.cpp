@@ -554,7 +554,12 @@ bool Server::Impl::drain() {
   return clean;
 }
 
-Server::Server(ServeOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {}
+Server::Server(ServeOptions options) {
+  // Before the server's threads exist: the batcher must share malloc's main
+  // arena, where freed feature maps are reused (cpu_settings.h).
+  tune_allocator_for_inference();
+  impl_ = std::make_unique<Impl>(std::move(options));
+}
 
 Server::~Server() {
   impl_->drain();

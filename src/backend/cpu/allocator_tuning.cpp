@@ -16,6 +16,14 @@
 // buffer 7 ms). tune_allocator_for_inference therefore also installs
 // HeapCPUAllocator: malloc'ed blocks aligned to 64 bytes by hand.
 //
+// One arena for every thread (M_ARENA_MAX 1): glibc gives each new thread an
+// arena of its own, whose heaps are at most 64 MB; a larger block there is
+// mmapped on every malloc and unmapped on free, whatever the threshold. A
+// model run on a thread other than main (the server's batcher) faulted each
+// feature map in again: 4,300 page faults and ~7% more time a photo, against
+// ~90 with one arena. Call this before starting threads: a thread that has
+// already allocated keeps its arena.
+//
 // Large blocks are also marked for transparent huge pages (madvise; Debian's
 // default THP mode only backs regions that ask). A 55 MB feature map spans
 // ~14k 4 KB pages, more than the TLB holds, and the convolutions walk several
@@ -105,6 +113,7 @@ void tune_allocator_for_inference() {
 #if defined(__GLIBC__)
     mallopt(M_MMAP_THRESHOLD, 1 << 30);  // blocks up to 1 GB come from the heap
     mallopt(M_TRIM_THRESHOLD, 1 << 30);  // and stay there when freed
+    mallopt(M_ARENA_MAX, 1);              // for every thread (above)
     // Never destroyed: tensors may still be allocated while statics are torn down.
     static auto* heap_allocator = new HeapCPUAllocator();
     c10::SetCPUAllocator(heap_allocator, /*priority=*/1);  // above LibTorch's default (0)

@@ -9,6 +9,9 @@
 
 #include <cstdint>
 #include <cstdlib>
+#include <thread>
+
+#include <sys/resource.h>
 
 #include "maskrcnn/model.h"
 
@@ -60,6 +63,25 @@ TEST(AllocatorTuning, AFreedFeatureMapIsReusedNotFaultedInAgain) {
     auto b = at::zeros(shape);
     EXPECT_EQ(b.data_ptr(), first) << "iteration " << i << ": a new block instead of the freed one";
   }
+  // On a thread started after the tuning (as the server's batcher is), the
+  // same: glibc would otherwise give it an arena whose 64 MB heaps cannot
+  // hold the block, and mmap it afresh (and fault it in again) each time.
+  std::thread([&] {
+    const auto faults = [] {
+      rusage u{};
+      getrusage(RUSAGE_SELF, &u);  // zero_ may fill on OpenMP's threads
+      return u.ru_minflt;
+    };
+    const std::vector<int64_t> larger{2, 256, 240, 304};  // not the block main freed: 150 MB, new pages
+    const long before = faults();
+    { auto a = at::zeros(larger); }
+    const long first = faults() - before;
+    for (int i = 0; i < 3; ++i) auto b = at::zeros(larger);
+    const long again = faults() - before - first;
+    EXPECT_GT(first, 0);
+    EXPECT_LT(again, first / 4) << "the thread's block was faulted in again: " << first << " faults, then "
+                                << again << " over 3 more";
+  }).join();
 }
 #endif
 

@@ -16,42 +16,29 @@ namespace maskrcnn::cli {
 namespace {
 
 struct PredictArgs {
-  std::string weights;
-  std::string arch;
-  int num_classes = 0;
-  std::string labels_file;
+  ModelFlags model;
   double score_thresh = 0.05;
   double mask_thresh = 0.5;
-  int min_size = 800;
-  int max_size = 1333;
-  bool min_size_given = false, max_size_given = false;
-  int threads = 0;
   int64_t max_pixels = int64_t{1} << 28;
   int max_detections = 100;
-  ConvFlags conv;
-  std::string device = "cpu";
   std::string output_json;
   std::string output_dir;
   std::vector<std::string> images;
 };
 
 int run_predict(const PredictArgs& a) {
-  at::set_num_threads(a.threads > 0 ? a.threads
-                                    : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
-  apply_conv_options(a.conv);
-  const at::Device device = parse_device(a.device);  // before the weights are read
-  const std::string weights = a.weights.empty() ? default_weights_path() : a.weights;
-  if (!std::filesystem::exists(weights)) throw Error(missing_weights_message(weights));
+  at::set_num_threads(a.model.threads > 0 ? a.model.threads
+                                          : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
+  apply_conv_options(a.model.conv);
+  const at::Device device = parse_device(a.model.device);  // before the weights are read
+  const std::string weights = model_weights_path(a.model);
   ModelOverrides o;
-  if (!a.arch.empty()) o.arch = parse_arch(a.arch);
-  if (a.num_classes > 0) o.num_classes = a.num_classes;
-  if (a.min_size_given) o.min_size = a.min_size;
-  if (a.max_size_given) o.max_size = a.max_size;
+  apply_model_flags(a.model, o);
   o.box_score_thresh = a.score_thresh;
   o.box_detections_per_img = a.max_detections;
   auto model = load_model(weights, o);  // + model_final.json's sizes and names
   const std::vector<std::string> names =
-      a.labels_file.empty() ? model.class_names() : read_labels(a.labels_file);
+      a.model.labels_file.empty() ? model.class_names() : read_labels(a.model.labels_file);
   model.to(device);
 
   if (!a.output_dir.empty()) std::filesystem::create_directories(a.output_dir);
@@ -114,29 +101,13 @@ int run_predict(const PredictArgs& a) {
 void add_predict_command(CLI::App& app) {
   auto args = std::make_shared<PredictArgs>();
   auto* cmd = app.add_subcommand("predict", "Segment images with a Mask R-CNN checkpoint");
-  cmd->add_option("--weights", args->weights,
-                  "Checkpoint (.pth); default: torchvision's cache, " + default_weights_path());
-  cmd->add_option("--arch", args->arch,
-                  "maskrcnn_resnet50_fpn | maskrcnn_resnet50_fpn_v2 (default: from the checkpoint)");
-  cmd->add_option("--num-classes", args->num_classes,
-                  "Classes incl. background (default: from the checkpoint)");
-  cmd->add_option("--labels", args->labels_file,
-                  "Text file, one class name per line, line i = label i (default: COCO names for 91 classes)");
+  add_model_flags(cmd, args->model, "COCO names for 91 classes");
   cmd->add_option("--score-thresh", args->score_thresh, "Minimum detection score")->capture_default_str();
   cmd->add_option("--mask-thresh", args->mask_thresh, "Mask probability threshold")->capture_default_str();
-  cmd->add_option_function<int>("--min-size", [args](int v) { args->min_size = v; args->min_size_given = true; },
-                                "Resize: shorter side (default: 800, or the weights' .json)")
-      ->type_name("INT");
-  cmd->add_option_function<int>("--max-size", [args](int v) { args->max_size = v; args->max_size_given = true; },
-                                "Resize: longer side at most (default: 1333, or the weights' .json)")
-      ->type_name("INT");
-  cmd->add_option("--threads", args->threads, "CPU threads (default: all cores)");
   cmd->add_option("--max-pixels", args->max_pixels, "Refuse larger images")->capture_default_str();
   cmd->add_option("--max-detections", args->max_detections, "At most this many detections per image")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
-  add_conv_options(cmd, args->conv);
-  add_device_option(cmd, args->device);
   cmd->add_option("--output-json", args->output_json, "Write a COCO results JSON here");
   cmd->add_option("--output-dir", args->output_dir, "Write one annotated PNG per image here");
   cmd->add_option("images", args->images, "Images (JPEG, PNG, ...)")->required();

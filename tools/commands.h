@@ -7,6 +7,10 @@
 #include <string>
 #include <vector>
 
+namespace maskrcnn {
+struct ModelOverrides;
+}
+
 namespace maskrcnn::cli {
 
 void add_predict_command(CLI::App& app);
@@ -32,6 +36,26 @@ void add_conv_options(CLI::App* cmd, ConvFlags& flags);
 // --device cpu|cuda|cuda:N on commands that run the model (parse_device).
 void add_device_option(CLI::App* cmd, std::string& device);
 void apply_conv_options(const ConvFlags& flags);
+
+// The flags that choose and load a model, alike on `predict` and `serve`:
+// --weights --arch --num-classes --labels --min-size --max-size --threads
+// --conv --precision --device. Each command adds its own thresholds.
+struct ModelFlags {
+  std::string weights;  // empty: torchvision's cache (default_weights_path)
+  std::string arch;
+  int num_classes = 0;
+  std::string labels_file;
+  int min_size = 800, max_size = 1333;
+  bool min_size_given = false, max_size_given = false;  // else the sidecar's or the defaults
+  int threads = 0;
+  ConvFlags conv;
+  std::string device = "cpu";
+};
+void add_model_flags(CLI::App* cmd, ModelFlags& flags, const std::string& labels_default);
+// The weights' path (throws missing_weights_message when absent) and the overrides
+// the flags give (arch, classes, sizes; thresholds are the command's).
+std::string model_weights_path(const ModelFlags& flags);
+void apply_model_flags(const ModelFlags& flags, ModelOverrides& overrides);
 
 // --labels FILE: one class name per line, line i = label i. Throws
 // maskrcnn::Error for a missing or empty file.

@@ -6,8 +6,9 @@
 #   maskrcnn_core        src/common, src/ops, src/backend/cpu, src/modeling:
 #                        ground types, kernels, the CPU fast path, the model (LibTorch only)
 #   maskrcnn_coco        src/io/coco, src/evaluation: RLE, COCO JSON, COCOeval (no LibTorch)
-#   maskrcnn             src/image, src/api, src/data, src/engine: images and drawing,
-#                        model loading with its sidecar, results, data, training (+ OpenCV)
+#   maskrcnn             src/image, src/api, src/data, src/engine, src/video: images and
+#                        drawing, model loading with its sidecar, results, data, training,
+#                        video I/O and tracking (+ OpenCV)
 
 set(MASKRCNN_INCLUDE ${PROJECT_SOURCE_DIR}/include)
 
@@ -94,12 +95,13 @@ target_include_directories(maskrcnn_coco PUBLIC
   PRIVATE ${PROJECT_SOURCE_DIR}/src)
 target_link_libraries(maskrcnn_coco PUBLIC Threads::Threads PRIVATE simdjson::simdjson nlohmann_json::nlohmann_json)
 
-find_package(OpenCV REQUIRED COMPONENTS core imgproc imgcodecs)
+find_package(OpenCV REQUIRED COMPONENTS core imgproc imgcodecs videoio)
 file(GLOB MASKRCNN_SOURCES CONFIGURE_DEPENDS
   ${PROJECT_SOURCE_DIR}/src/image/*.cpp
   ${PROJECT_SOURCE_DIR}/src/api/*.cpp
   ${PROJECT_SOURCE_DIR}/src/data/*.cpp
-  ${PROJECT_SOURCE_DIR}/src/engine/*.cpp)
+  ${PROJECT_SOURCE_DIR}/src/engine/*.cpp
+  ${PROJECT_SOURCE_DIR}/src/video/*.cpp)
 maskrcnn_static_library(maskrcnn ${MASKRCNN_SOURCES})
 target_include_directories(maskrcnn PUBLIC
   $<BUILD_INTERFACE:${MASKRCNN_INCLUDE}> $<INSTALL_INTERFACE:include>

@@ -2,6 +2,7 @@
 #include <ATen/Parallel.h>
 #include <fmt/core.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -24,9 +25,27 @@ struct PredictArgs {
   std::string output_json;
   std::string output_dir;
   std::vector<std::string> images;
+  VideoFlags video;
 };
 
+// A video run (one video file, or --camera) or an image run; flags that belong
+// to the other kind are refused before the model loads.
+bool check_video_inputs(const PredictArgs& a) {
+  const bool any_video = std::any_of(a.images.begin(), a.images.end(), is_video_path);
+  if (!a.video.camera.empty() && !a.images.empty())
+    throw Error("--camera reads the camera alone; give no image or video files with it");
+  if (a.video.camera.empty() && a.images.empty()) throw Error("give images, a video file, or --camera");
+  if (any_video && a.images.size() > 1)
+    throw Error("give one video at a time (its outputs: --output-video, --output-json, --output-mots)");
+  const bool video = any_video || !a.video.camera.empty();
+  if (video && !a.output_dir.empty()) throw Error("--output-dir is for images; for a video use --output-video");
+  if (!video && (!a.video.output_video.empty() || !a.video.output_mots.empty()))
+    throw Error("--output-video and --output-mots need a video file or --camera");
+  return video;
+}
+
 int run_predict(const PredictArgs& a) {
+  const bool video = check_video_inputs(a);
   at::set_num_threads(a.model.threads > 0 ? a.model.threads
                                           : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
   apply_conv_options(a.model.conv);
@@ -41,6 +60,17 @@ int run_predict(const PredictArgs& a) {
       a.model.labels_file.empty() ? model.class_names() : read_labels(a.model.labels_file);
   model.to(device);
 
+  if (video) {
+    VideoJob job;
+    job.camera = !a.video.camera.empty();
+    job.source = job.camera ? a.video.camera : a.images.front();
+    job.flags = a.video;
+    job.output_json = a.output_json;
+    job.mask_thresh = a.mask_thresh;
+    job.max_pixels = a.max_pixels;
+    job.class_names = names;
+    return predict_video(model, job);
+  }
   if (!a.output_dir.empty()) std::filesystem::create_directories(a.output_dir);
   CocoResultsWriter results;
   results.set_category_names(names);
@@ -100,7 +130,7 @@ int run_predict(const PredictArgs& a) {
 
 void add_predict_command(CLI::App& app) {
   auto args = std::make_shared<PredictArgs>();
-  auto* cmd = app.add_subcommand("predict", "Segment images with a Mask R-CNN checkpoint");
+  auto* cmd = app.add_subcommand("predict", "Segment images, a video or a camera with a Mask R-CNN checkpoint");
   add_model_flags(cmd, args->model, "COCO names for 91 classes");
   cmd->add_option("--score-thresh", args->score_thresh, "Minimum detection score")->capture_default_str();
   cmd->add_option("--mask-thresh", args->mask_thresh, "Mask probability threshold")->capture_default_str();
@@ -108,9 +138,11 @@ void add_predict_command(CLI::App& app) {
   cmd->add_option("--max-detections", args->max_detections, "At most this many detections per image")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
-  cmd->add_option("--output-json", args->output_json, "Write a COCO results JSON here");
+  cmd->add_option("--output-json", args->output_json,
+                  "Write a COCO results JSON here (videos: JSON Lines, a line per frame, with track ids)");
   cmd->add_option("--output-dir", args->output_dir, "Write one annotated PNG per image here");
-  cmd->add_option("images", args->images, "Images (JPEG, PNG, ...)")->required();
+  add_video_flags(cmd, args->video);
+  cmd->add_option("images", args->images, "Images (JPEG, PNG, ...), or one video (MP4, MKV, AVI, ...)");
   cmd->callback([args] {
     int rc = run_predict(*args);
     if (rc != 0) throw CLI::RuntimeError(rc);

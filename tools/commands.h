@@ -9,6 +9,7 @@
 
 namespace maskrcnn {
 struct ModelOverrides;
+class MaskRCNN;
 }
 
 namespace maskrcnn::cli {
@@ -56,6 +57,30 @@ void add_model_flags(CLI::App* cmd, ModelFlags& flags, const std::string& labels
 // the flags give (arch, classes, sizes; thresholds are the command's).
 std::string model_weights_path(const ModelFlags& flags);
 void apply_model_flags(const ModelFlags& flags, ModelOverrides& overrides);
+
+// `predict` on a video file or camera (predict_video.cpp).
+struct VideoFlags {
+  std::string camera;  // --camera: an index, a device path or a stream URL
+  int every = 1;
+  int64_t max_frames = 0;
+  double start_s = 0;
+  std::string output_video, output_mots;
+  int track_ttl = 8;
+  double track_iou = 0.5;
+};
+void add_video_flags(CLI::App* cmd, VideoFlags& flags);
+struct VideoJob {
+  std::string source;  // the file, or the camera
+  bool camera = false;
+  VideoFlags flags;
+  std::string output_json;  // JSON Lines
+  double mask_thresh = 0.5;
+  int64_t max_pixels = 0;
+  std::vector<std::string> class_names;
+};
+// Returns the exit code: 0, 1 for a truncated or undecodable video, 130 for a
+// file interrupted by SIGINT/SIGTERM (a camera stopped so exits 0).
+int predict_video(const MaskRCNN& model, const VideoJob& job);
 
 // --labels FILE: one class name per line, line i = label i. Throws
 // maskrcnn::Error for a missing or empty file.

@@ -35,6 +35,9 @@ struct DrawOptions {
   double mask_threshold = 0.5;
   double mask_alpha = 0.45;
   std::vector<std::string> class_names;  // label -> name; empty: the number
+  // Videos: one track id per detection (Tracker::update). Each track keeps a
+  // colour of its own and its label reads "#id name score".
+  std::vector<int64_t> track_ids;
 };
 
 // Draws translucent masks, their outlines, boxes and "name score" labels.

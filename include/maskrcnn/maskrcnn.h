@@ -31,6 +31,14 @@
 //
 //   // Or step by step: model.train(); auto losses = model.losses(images, targets);
 //
+//   // Videos, with instances tracked across frames (video.h, tracker.h):
+//   auto video = maskrcnn::VideoReader::open_file("street.mp4");
+//   maskrcnn::Tracker tracker;
+//   for (maskrcnn::VideoFrame f; video.next(f);) {
+//     auto d = model.predict({f.rgb})[0];
+//     std::vector<int64_t> track_ids = tracker.update(d);   // stable across frames
+//   }
+//
 // Link with CMake:  find_package(maskrcnn REQUIRED)
 //                   target_link_libraries(app PRIVATE maskrcnn::maskrcnn)
 #pragma once
@@ -47,5 +55,7 @@
 #include "maskrcnn/ops.h"
 #include "maskrcnn/results.h"
 #include "maskrcnn/rle.h"
+#include "maskrcnn/tracker.h"
 #include "maskrcnn/trainer.h"
 #include "maskrcnn/types.h"
+#include "maskrcnn/video.h"

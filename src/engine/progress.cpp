@@ -20,7 +20,8 @@ void ProgressBar::update(size_t done, const std::string& extra) {
   const double elapsed = std::chrono::duration<double>(now - start_).count();
   const double rate = elapsed > 0 ? done / elapsed : 0;
   if (total_ == 0) {  // length not known yet
-    std::fprintf(stderr, "%s%s %zu %.2f it/s %s%s", tty_ ? "\r" : "", label_.c_str(), done, rate, extra.c_str(),
+    std::fprintf(stderr, "%s%s %zu %.2f %s %s%s", tty_ ? "\r" : "", label_.c_str(), done, rate, unit_.c_str(),
+                 extra.c_str(),
                  tty_ ? "\x1b[K" : "\n");
     std::fflush(stderr);
     return;
@@ -30,8 +31,8 @@ void ProgressBar::update(size_t done, const std::string& extra) {
   const int filled = total_ ? static_cast<int>(width * done / total_) : width;
   std::string bar(filled, '#');
   bar.resize(width, '.');
-  std::fprintf(stderr, "%s%s [%s] %zu/%zu %.2f it/s, %02d:%02d left %s%s", tty_ ? "\r" : "",
-               label_.c_str(), bar.c_str(), done, total_, rate, static_cast<int>(left) / 60,
+  std::fprintf(stderr, "%s%s [%s] %zu/%zu %.2f %s, %02d:%02d left %s%s", tty_ ? "\r" : "",
+               label_.c_str(), bar.c_str(), done, total_, rate, unit_.c_str(), static_cast<int>(left) / 60,
                static_cast<int>(left) % 60, extra.c_str(), tty_ ? "\x1b[K" : "\n");
   std::fflush(stderr);
 }

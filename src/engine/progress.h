@@ -12,9 +12,10 @@ class ProgressBar {
   void update(size_t done, const std::string& extra = "");
   void finish(const std::string& extra = "");
   void set_total(size_t total) { total_ = total; }
+  void set_unit(std::string unit) { unit_ = std::move(unit); }  // the rate's, "it/s" by default
 
  private:
-  std::string label_;
+  std::string label_, unit_ = "it/s";
   size_t total_;
   bool enabled_, tty_;
   std::chrono::steady_clock::time_point start_, last_draw_;

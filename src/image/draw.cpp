@@ -36,6 +36,12 @@ at::Tensor draw_detections(const at::Tensor& rgb_u8, const Detections& dets,
   auto scores = dets.scores.to(at::kFloat).cpu().contiguous();
   auto labels = dets.labels.cpu().contiguous();
   const int64_t n = dets.size();
+  const bool tracked = static_cast<int64_t>(opt.track_ids.size()) == n && n > 0;
+  // A track's colour follows its id (a stride coprime to the palette's size keeps
+  // neighbouring ids apart); otherwise the class's.
+  auto color_of = [&](int64_t i) {
+    return tracked ? color_for(opt.track_ids[i] * 7) : color_for(labels[i].item<int64_t>());
+  };
   // Masks first (lowest score first, so the best detections end up on top).
   for (int64_t i = n - 1; i >= 0; --i) {
     const auto& m = dets.masks.at(i);
@@ -45,7 +51,7 @@ at::Tensor draw_detections(const at::Tensor& rgb_u8, const Detections& dets,
                  bin.data_ptr());
     cv::Rect roi(static_cast<int>(m.x0), static_cast<int>(m.y0), mask.cols, mask.rows);
     cv::Mat region = canvas(roi);
-    const cv::Scalar c = color_for(labels[i].item<int64_t>());
+    const cv::Scalar c = color_of(i);
     cv::Mat tinted(region.size(), region.type(), c);
     cv::Mat blended;
     cv::addWeighted(region, 1.0 - opt.mask_alpha, tinted, opt.mask_alpha, 0.0, blended);
@@ -59,7 +65,7 @@ at::Tensor draw_detections(const at::Tensor& rgb_u8, const Detections& dets,
   for (int64_t i = n - 1; i >= 0; --i) {
     const float* b = boxes[i].data_ptr<float>();
     const int64_t label = labels[i].item<int64_t>();
-    const cv::Scalar c = color_for(label);
+    const cv::Scalar c = color_of(i);
     cv::Point p1(static_cast<int>(b[0]), static_cast<int>(b[1]));
     cv::Point p2(static_cast<int>(b[2]), static_cast<int>(b[3]));
     cv::rectangle(canvas, p1, p2, c, thickness, cv::LINE_AA);
@@ -67,7 +73,11 @@ at::Tensor draw_detections(const at::Tensor& rgb_u8, const Detections& dets,
                            ? opt.class_names[label]
                            : std::to_string(label);
     char text[256];
-    std::snprintf(text, sizeof text, "%s %.2f", name.c_str(), scores[i].item<float>());
+    if (tracked)
+      std::snprintf(text, sizeof text, "#%lld %s %.2f", static_cast<long long>(opt.track_ids[i]),
+                    name.c_str(), scores[i].item<float>());
+    else
+      std::snprintf(text, sizeof text, "%s %.2f", name.c_str(), scores[i].item<float>());
     const double font = 0.5 * scale;
     int baseline = 0;
     cv::Size ts = cv::getTextSize(text, cv::FONT_HERSHEY_SIMPLEX, font, thickness, &baseline);

@@ -12,6 +12,7 @@ The layers (docs/design.md), bottom up, and what each may include besides itself
   api         src/image, src/api, maskrcnn/{image,results,model_info}.h   -> modeling, checkpoint, coco
   data        src/data                                                    -> api
   engine      src/engine, maskrcnn/{evaluator,trainer}.h                  -> data
+  video       src/video, maskrcnn/{video,tracker}.h (video I/O, tracking)  -> api
   serve       src/serve (the HTTP model server)                           -> engine
   top         tools, maskrcnn/maskrcnn.h                                  -> everything
 Exits 1 listing each include that goes up or sideways.
@@ -30,6 +31,7 @@ BELOW = {
     "api": {"modeling", "ops", "checkpoint", "coco", "ground"},
     "data": {"api", "modeling", "ops", "checkpoint", "coco", "ground"},
     "engine": {"data", "api", "modeling", "ops", "checkpoint", "coco", "ground"},
+    "video": {"api", "modeling", "ops", "checkpoint", "coco", "ground"},
     "serve": {"engine", "data", "api", "modeling", "ops", "backend", "checkpoint", "coco", "ground"},
 }
 PUBLIC = {
@@ -37,13 +39,14 @@ PUBLIC = {
     "cpu_settings.h": "ground", "checkpoint.h": "checkpoint", "pickle.h": "checkpoint",
     "ops.h": "ops", "model.h": "modeling", "coco.h": "coco", "rle.h": "coco",
     "coco_eval.h": "coco", "image.h": "api", "results.h": "api", "model_info.h": "api",
-    "evaluator.h": "engine", "trainer.h": "engine", "maskrcnn.h": "top",
+    "evaluator.h": "engine", "trainer.h": "engine",
+    "video.h": "video", "tracker.h": "video", "maskrcnn.h": "top",
 }
 SOURCE = [  # longest prefix first
     ("io/checkpoint/", "checkpoint"), ("io/coco/", "coco"), ("io/atomic_file", "coco"),
     ("common/", "ground"), ("ops/", "ops"), ("backend/cpu/", "backend"),
     ("modeling/", "modeling"), ("evaluation/", "coco"), ("image/", "api"), ("api/", "api"),
-    ("data/", "data"), ("engine/", "engine"), ("serve/", "serve"),
+    ("data/", "data"), ("engine/", "engine"), ("video/", "video"), ("serve/", "serve"),
 ]
 
 

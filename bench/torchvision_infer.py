@@ -3,7 +3,8 @@
 
   make-weights OUT.pth        a seeded checkpoint built exactly like torchvision's COCO
                               v1 model (FrozenBatchNorm2d eps 0, legacy format, 2019 keys)
-  time WEIGHTS REPS IMAGE...  per-image seconds (read + model), after one warm-up
+  time WEIGHTS REPS IMAGE...  per-image seconds (read + model), after one warm-up;
+                              env THREADS (2), MIN_SIZE (800), MAX_SIZE (1333)
   make-large SRC OUT H W      SRC resized to H x W (bilinear), written as PNG
 """
 import os
@@ -44,6 +45,8 @@ def main():
     model = coco_v1_model()
     model.load_state_dict(torch.load(weights, weights_only=False))
     model.eval()
+    model.transform.min_size = (int(os.environ.get("MIN_SIZE", "800")),)
+    model.transform.max_size = int(os.environ.get("MAX_SIZE", "1333"))
 
     def once(path):
         t0 = time.perf_counter()

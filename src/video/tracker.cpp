@@ -51,9 +51,13 @@ int64_t intersection(const CroppedMask& a, const CroppedMask& b) {
   return count;
 }
 
-// Mask IoU where both masks are non-empty, else box IoU.
-double track_iou(const Track& t, const Box& box, const CroppedMask* mask) {
+// Mask IoU where both masks are non-empty, else box IoU. Pairs whose areas
+// differ too much for IoU >= min_iou (IoU <= smaller / larger) are not counted.
+double track_iou(const Track& t, const Box& box, const CroppedMask* mask, double min_iou) {
   if (t.has_mask && mask != nullptr && t.mask.area > 0 && mask->area > 0) {
+    const double bound = static_cast<double>(std::min(t.mask.area, mask->area)) /
+                         static_cast<double>(std::max(t.mask.area, mask->area));
+    if (bound < min_iou) return bound;
     const int64_t inter = intersection(t.mask, *mask);
     return static_cast<double>(inter) / static_cast<double>(t.mask.area + mask->area - inter);
   }
@@ -114,7 +118,7 @@ std::vector<int64_t> Tracker::update(const Detections& dets) {
       const Track& track = s.tracks[t];
       if (track.label != labels[i]) continue;
       if (box_iou(track.box, boxes[i]) <= 0 && !(track.has_mask && with_masks)) continue;
-      const double iou = track_iou(track, boxes[i], with_masks ? &masks[i] : nullptr);
+      const double iou = track_iou(track, boxes[i], with_masks ? &masks[i] : nullptr, s.options.min_iou);
       if (iou >= s.options.min_iou) pairs.emplace_back(iou, i, t);
     }
   }

@@ -33,6 +33,12 @@ Rle rle_encode(const uint8_t* mask_row_major, int h, int w);
 // rle_encode_column_major reads a column-major (Fortran order) buffer, as pycocotools does.
 Rle rle_encode_column_major(const uint8_t* mask_col_major, int h, int w);
 
+// The same as rle_encode of an h x w image that is zero except for a window:
+// `window` (row-major, wh x ww) placed at (y0, x0), which must lie inside the
+// image. Costs O(w + wh * ww), not O(h * w): a detection's mask pasted in a
+// large photo encodes without the photo-sized buffer.
+Rle rle_encode_window(const uint8_t* window_row_major, int wh, int ww, int y0, int x0, int h, int w);
+
 // Decode into 0/1 bytes. Throws maskrcnn::Error if the counts do not sum to h*w.
 std::vector<uint8_t> rle_decode(const Rle& rle);  // row-major h x w
 void rle_decode(const Rle& rle, uint8_t* out_row_major);

@@ -25,7 +25,6 @@ void CocoResultsWriter::add(int64_t image_id, const std::string& file_name,
   auto scores = dets.scores.to(at::kFloat).cpu().contiguous();
   auto labels = dets.labels.cpu().contiguous();
   const int64_t h = dets.image_height, w = dets.image_width;
-  std::vector<uint8_t> full(static_cast<size_t>(h * w));
   for (int64_t i = 0; i < dets.size(); ++i) {
     const float* b = boxes[i].data_ptr<float>();
     const int64_t label = labels[i].item<int64_t>();
@@ -37,17 +36,16 @@ void CocoResultsWriter::add(int64_t image_id, const std::string& file_name,
       r["category_name"] = state_->names[label];
     r["score"] = scores[i].item<float>();
     r["bbox"] = {b[0], b[1], b[2] - b[0], b[3] - b[1]};
-    // Binary mask in a full-image buffer, then RLE (column-major, pycocotools' string).
-    std::fill(full.begin(), full.end(), 0);
+    // The mask's window in the image, RLE-encoded without a full-image buffer.
     const auto& m = dets.masks.at(i);
+    Rle rle;
     if (m.probs.numel() > 0) {
       auto bin = m.probs.ge(mask_threshold).to(at::kByte).cpu().contiguous();
-      const uint8_t* src = bin.data_ptr<uint8_t>();
-      const int64_t mh = bin.size(0), mw = bin.size(1);
-      for (int64_t y = 0; y < mh; ++y)
-        std::memcpy(&full[(m.y0 + y) * w + m.x0], src + y * mw, static_cast<size_t>(mw));
+      rle = rle_encode_window(bin.data_ptr<uint8_t>(), static_cast<int>(bin.size(0)), static_cast<int>(bin.size(1)),
+                              static_cast<int>(m.y0), static_cast<int>(m.x0), static_cast<int>(h), static_cast<int>(w));
+    } else {
+      rle = rle_encode_window(nullptr, 0, 0, 0, 0, static_cast<int>(h), static_cast<int>(w));
     }
-    Rle rle = rle_encode(full.data(), static_cast<int>(h), static_cast<int>(w));
     r["segmentation"] = {{"size", {h, w}}, {"counts", rle_to_string(rle)}};
     state_->records.push_back(std::move(r));
   }

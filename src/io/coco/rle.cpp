@@ -85,6 +85,39 @@ Rle rle_encode(const uint8_t* mask, int h, int w) {
   return r;
 }
 
+Rle rle_encode_window(const uint8_t* window, int wh, int ww, int y0, int x0, int h, int w) {
+  check_size(h, w);
+  if (wh < 0 || ww < 0 || y0 < 0 || x0 < 0 || y0 + wh > h || x0 + ww > w)
+    throw Error("rle_encode_window: the window is not inside the image");
+  Rle r;
+  r.h = static_cast<uint32_t>(h);
+  r.w = static_cast<uint32_t>(w);
+  uint32_t run = 0;  // the current run's length; its value alternates from 0
+  uint8_t value = 0;
+  auto extend = [&](uint8_t v, uint32_t n) {
+    if (n == 0) return;
+    if (v != value) {
+      r.counts.push_back(run);
+      run = 0;
+      value = v;
+    }
+    run += n;
+  };
+  const uint32_t below = static_cast<uint32_t>(h - y0 - wh);
+  for (int x = 0; x < w; ++x) {
+    if (x < x0 || x >= x0 + ww || wh == 0) {
+      extend(0, static_cast<uint32_t>(h));
+      continue;
+    }
+    extend(0, static_cast<uint32_t>(y0));
+    const uint8_t* col = window + (x - x0);
+    for (int y = 0; y < wh; ++y) extend(col[static_cast<size_t>(y) * static_cast<size_t>(ww)] ? 1 : 0, 1);
+    extend(0, below);
+  }
+  r.counts.push_back(run);
+  return r;
+}
+
 Rle rle_encode_column_major(const uint8_t* mask, int h, int w) {
   check_size(h, w);
   Rle r;

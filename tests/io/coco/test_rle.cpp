@@ -249,3 +249,23 @@ TEST(Rle, EmptyRunsInsideTheCountsAreTheSameMask) {
   EXPECT_EQ(rle_to_bbox(none), (BBox{0, 0, 0, 0}));
   EXPECT_EQ(rle_area(rle_merge({none, none}, false)), 0u);
 }
+
+TEST(Rle, WindowEncodeEqualsEncodeOfThePastedImage) {
+  std::mt19937 rng(11);
+  for (int trial = 0; trial < 300; ++trial) {
+    const int h = 1 + static_cast<int>(rng() % 40), w = 1 + static_cast<int>(rng() % 40);
+    const int wh = static_cast<int>(rng() % (h + 1)), ww = static_cast<int>(rng() % (w + 1));
+    const int y0 = static_cast<int>(rng() % (h - wh + 1)), x0 = static_cast<int>(rng() % (w - ww + 1));
+    // Sparse, dense, all-on and all-off windows; ones touching every edge.
+    const unsigned density = rng() % 4;
+    std::vector<uint8_t> window(static_cast<size_t>(wh) * ww), full(static_cast<size_t>(h) * w, 0);
+    for (auto& v : window) v = density == 0 ? 0 : density == 3 ? 1 : static_cast<uint8_t>(rng() % (density + 1) != 0);
+    for (int y = 0; y < wh; ++y)
+      for (int x = 0; x < ww; ++x) full[static_cast<size_t>(y0 + y) * w + x0 + x] = window[static_cast<size_t>(y) * ww + x];
+    const Rle expected = rle_encode(full.data(), h, w);
+    EXPECT_EQ(rle_encode_window(window.data(), wh, ww, y0, x0, h, w), expected)
+        << "trial " << trial << ": " << h << "x" << w << " window " << wh << "x" << ww << " at " << y0 << "," << x0;
+  }
+  uint8_t one = 1;
+  EXPECT_THROW(rle_encode_window(&one, 1, 1, 3, 0, 3, 3), Error);  // below the image
+}

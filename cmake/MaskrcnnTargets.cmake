@@ -8,7 +8,7 @@
 #   maskrcnn_coco        src/io/coco, src/evaluation: RLE, COCO JSON, COCOeval (no LibTorch)
 #   maskrcnn             src/image, src/api, src/data, src/engine, src/video: images and
 #                        drawing, model loading with its sidecar, results, data, training,
-#                        video I/O and tracking (+ OpenCV)
+#                        video I/O and tracking, the explain report (+ OpenCV)
 
 set(MASKRCNN_INCLUDE ${PROJECT_SOURCE_DIR}/include)
 
@@ -101,7 +101,8 @@ file(GLOB MASKRCNN_SOURCES CONFIGURE_DEPENDS
   ${PROJECT_SOURCE_DIR}/src/api/*.cpp
   ${PROJECT_SOURCE_DIR}/src/data/*.cpp
   ${PROJECT_SOURCE_DIR}/src/engine/*.cpp
-  ${PROJECT_SOURCE_DIR}/src/video/*.cpp)
+  ${PROJECT_SOURCE_DIR}/src/video/*.cpp
+  ${PROJECT_SOURCE_DIR}/src/explain/*.cpp)
 maskrcnn_static_library(maskrcnn ${MASKRCNN_SOURCES})
 target_include_directories(maskrcnn PUBLIC
   $<BUILD_INTERFACE:${MASKRCNN_INCLUDE}> $<INSTALL_INTERFACE:include>

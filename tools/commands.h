@@ -20,6 +20,7 @@ void add_make_shapes_command(CLI::App& app);
 void add_train_command(CLI::App& app);
 void add_bench_command(CLI::App& app);
 void add_serve_command(CLI::App& app);
+void add_explain_command(CLI::App& app);
 
 // --max-annotation-mb on commands that read COCO files: sets the process-wide
 // limit of maskrcnn::set_max_annotation_file_bytes when the command runs.

@@ -32,6 +32,7 @@ int main(int argc, char** argv) {
   maskrcnn::cli::add_train_command(app);
   maskrcnn::cli::add_bench_command(app);
   maskrcnn::cli::add_serve_command(app);
+  maskrcnn::cli::add_explain_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -39,6 +39,9 @@ void tune_primitive_cache_for_training();
 enum class ConvAlgorithm { Direct, Winograd };
 void set_conv_algorithm(ConvAlgorithm algorithm);  // Winograd where unavailable: Direct
 ConvAlgorithm conv_algorithm();
+// Built with oneDNN (MASKRCNN_WITH_DNNL): its direct kernels (AVX2 and up)
+// serve the square inference convolutions, fused with norm, add and ReLU.
+bool onednn_available();
 // Built with oneDNN (MASKRCNN_WITH_DNNL) and a CPU it has Winograd for (AVX-512).
 bool winograd_available();
 // Winograd keeps every transformed tile in a scratchpad: ~280 MB for a

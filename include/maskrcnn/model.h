@@ -22,6 +22,8 @@
 
 namespace maskrcnn {
 
+struct ForwardTrace;  // maskrcnn/trace.h
+
 namespace modeling {
 class GeneralizedRCNNImpl;
 }
@@ -58,6 +60,10 @@ class MaskRCNN {
   // or float in [0, 1]. Inference mode, no grad (a model in training mode is
   // switched to eval for the call).
   std::vector<Detections> predict(const std::vector<at::Tensor>& images) const;
+  // predict for one image that also records what each stage computed
+  // (maskrcnn/trace.h) and the stage times. Slower than predict: it keeps
+  // every intermediate and computes all classes' 28x28 masks.
+  Detections predict_traced(const at::Tensor& image, ForwardTrace& trace) const;
 
   // The training losses of a batch, differentiable w.r.t. the parameters that
   // require grad (torchvision's model(images, targets) in train mode). Needs
@@ -95,6 +101,7 @@ class MaskRCNN {
   MaskRCNNConfig config_;
   std::vector<std::string> class_names_;
   std::shared_ptr<modeling::GeneralizedRCNNImpl> impl_;
+  std::vector<Detections> predict_impl(const std::vector<at::Tensor>& images, ForwardTrace* trace) const;
 };
 
 // The one builder: weights + overrides -> a model with its config and class

@@ -19,9 +19,12 @@ class AnchorGenerator {
   // serves every image of the batch (they share the padded size).
   at::Tensor anchors(int64_t padded_height, int64_t padded_width,
                      const std::vector<at::Tensor>& feature_maps) const;
+  // One location's anchors for one size, centred on (0, 0): [A, 4].
+  at::Tensor cell_anchors(double size) const;
+  const std::vector<double>& sizes() const { return sizes_; }
+  const std::vector<double>& aspect_ratios() const { return ratios_; }
 
  private:
-  at::Tensor cell_anchors(double size) const;
   std::vector<double> sizes_, ratios_;
   // Anchors depend only on sizes: cache them (inference sees few distinct sizes).
   mutable std::mutex mu_;

@@ -4,6 +4,7 @@
 
 #include "backend/cpu/inference_conv.h"
 #include "common/stage_profile.h"
+#include "ops/map_layout.h"
 
 namespace maskrcnn::modeling {
 
@@ -37,7 +38,40 @@ LossTerms GeneralizedRCNNImpl::forward_train(const std::vector<at::Tensor>& imag
   return losses;
 }
 
-std::vector<Detections> GeneralizedRCNNImpl::forward(const std::vector<at::Tensor>& images) {
+namespace {
+
+// The transform's numbers and the padded batch, for a trace.
+void trace_transform(ForwardTrace& t, const MaskRCNNConfig& cfg, const ImageBatch& batch,
+                     std::pair<int64_t, int64_t> original) {
+  t.original_height = original.first;
+  t.original_width = original.second;
+  t.resized_height = batch.image_sizes[0].first;
+  t.resized_width = batch.image_sizes[0].second;
+  t.scale = static_cast<double>(t.resized_height) / static_cast<double>(original.first);
+  t.image_mean.assign(cfg.image_mean.begin(), cfg.image_mean.end());
+  t.image_std.assign(cfg.image_std.begin(), cfg.image_std.end());
+  t.batch = batch.tensors[0].detach().to(at::kCPU, at::kFloat).contiguous();
+}
+
+std::vector<TraceFeatureMap> trace_maps(const std::vector<at::Tensor>& maps, const char* prefix,
+                                        int first_level) {
+  std::vector<TraceFeatureMap> out;
+  for (size_t l = 0; l < maps.size(); ++l) {
+    TraceFeatureMap m;
+    const int level = first_level + static_cast<int>(l);
+    m.name = prefix + std::to_string(level);
+    m.stride = int64_t{1} << level;
+    m.map = ops::to_4d(maps[l])[0].detach().to(at::kCPU, at::kFloat).contiguous();
+    out.push_back(std::move(m));
+  }
+  return out;
+}
+
+}  // namespace
+
+std::vector<Detections> GeneralizedRCNNImpl::forward(const std::vector<at::Tensor>& images,
+                                                     ForwardTrace* trace) {
+  TORCH_CHECK(!trace || images.size() == 1, "a forward trace records one image");
   std::vector<std::pair<int64_t, int64_t>> original_sizes;
   for (auto& im : images) original_sizes.emplace_back(im.size(-2), im.size(-1));
   ImageBatch batch;
@@ -45,9 +79,16 @@ std::vector<Detections> GeneralizedRCNNImpl::forward(const std::vector<at::Tenso
     common::ScopedStage stage("transform");
     batch = transform_(images);
   }
-  auto features = backbone->features(batch.tensors);  // blocked where oneDNN computed them
-  auto proposals = rpn->forward(batch, features);
-  auto dets = roi_heads->forward(features, proposals.boxes, batch.image_sizes);
+  std::vector<at::Tensor> body_maps;
+  auto features = backbone->features(batch.tensors, trace ? &body_maps : nullptr);  // blocked where oneDNN computed them
+  if (trace) {
+    trace_transform(*trace, cfg_, batch, original_sizes[0]);
+    trace->body = trace_maps(body_maps, "C", 2);
+    trace->fpn = trace_maps(features, "P", 2);
+    body_maps.clear();
+  }
+  auto proposals = rpn->forward(batch, features, nullptr, trace);
+  auto dets = roi_heads->forward(features, proposals.boxes, batch.image_sizes, trace);
   common::ScopedStage stage("paste");
   std::vector<Detections> out;
   for (size_t i = 0; i < dets.size(); ++i)

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "maskrcnn/config.h"
+#include "maskrcnn/trace.h"
 #include "maskrcnn/types.h"
 #include "modeling/backbone/fpn.h"
 #include "modeling/roi_heads.h"
@@ -18,7 +19,9 @@ namespace maskrcnn::modeling {
 class GeneralizedRCNNImpl : public torch::nn::Module {
  public:
   explicit GeneralizedRCNNImpl(const MaskRCNNConfig& cfg);
-  std::vector<Detections> forward(const std::vector<at::Tensor>& images);
+  // trace: where given (one image), what each stage computed (maskrcnn/trace.h).
+  std::vector<Detections> forward(const std::vector<at::Tensor>& images,
+                                  ForwardTrace* trace = nullptr);
   // Training mode: the losses of torchvision's model(images, targets).
   LossTerms forward_train(const std::vector<at::Tensor>& images,
                           std::vector<TrainingTarget> targets);

@@ -106,6 +106,20 @@ void MaskRCNN::load_state_dict(const StateDict& state, const std::string& source
 }
 
 std::vector<Detections> MaskRCNN::predict(const std::vector<at::Tensor>& images) const {
+  return predict_impl(images, nullptr);
+}
+
+Detections MaskRCNN::predict_traced(const at::Tensor& image, ForwardTrace& trace) const {
+  trace = ForwardTrace{};
+  StageProfiler profiler;
+  auto dets = predict_impl({image}, &trace).at(0);
+  trace.stage_times = profiler.stages();
+  trace.detections = dets;
+  return dets;
+}
+
+std::vector<Detections> MaskRCNN::predict_impl(const std::vector<at::Tensor>& images,
+                                               ForwardTrace* trace) const {
   if (images.empty()) return {};
   c10::InferenceMode guard;
   std::vector<at::Tensor> inputs;
@@ -117,7 +131,7 @@ std::vector<Detections> MaskRCNN::predict(const std::vector<at::Tensor>& images)
   const bool was_training = impl_->is_training();
   if (was_training) impl_->eval();
   try {
-    auto out = impl_->forward(inputs);
+    auto out = impl_->forward(inputs, trace);
     if (was_training) impl_->train(true);
     return out;
   } catch (...) {

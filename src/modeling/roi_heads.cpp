@@ -4,6 +4,7 @@
 
 #include "maskrcnn/ops.h"
 #include "common/stage_profile.h"
+#include "ops/map_layout.h"
 
 namespace maskrcnn::modeling {
 
@@ -31,7 +32,7 @@ void RoIHeadsImpl::reset_predictors(int64_t num_classes) {
 std::vector<RoIDetections> RoIHeadsImpl::postprocess_detections(
     const at::Tensor& class_logits, const at::Tensor& box_regression,
     const std::vector<at::Tensor>& proposals,
-    const std::vector<std::pair<int64_t, int64_t>>& image_sizes) const {
+    const std::vector<std::pair<int64_t, int64_t>>& image_sizes, TraceBoxHead* trace) const {
   const int64_t num_classes = class_logits.size(-1);
   auto pred_boxes = box_coder_.decode(box_regression, at::cat(proposals, 0));
   auto pred_scores = at::softmax(class_logits, -1);
@@ -50,20 +51,39 @@ std::vector<RoIDetections> RoIHeadsImpl::postprocess_detections(
     boxes = boxes.slice(1, 1).reshape({-1, 4});
     scores = scores.slice(1, 1).reshape(-1);
     labels = labels.slice(1, 1).reshape(-1);
+    // Where traced: which (proposal, class) candidate each row is.
+    at::Tensor candidate;
+    const bool tracing = trace && i == 0;
+    if (tracing) {
+      trace->class_probs = pred_scores.slice(0, offset - n, offset).cpu();
+      trace->refined_boxes = ops::clip_boxes_to_image(pred_boxes.slice(0, offset - n, offset),
+                                                      image_sizes[i].first, image_sizes[i].second).cpu();
+      candidate = at::arange(scores.size(0), labels.options());
+      trace->candidates = scores.size(0);
+      trace->score_thresh = cfg_.box_score_thresh;
+      trace->nms_thresh = cfg_.box_nms_thresh;
+    }
     auto inds = at::where(scores > cfg_.box_score_thresh)[0];
     boxes = boxes.index_select(0, inds);
     scores = scores.index_select(0, inds);
     labels = labels.index_select(0, inds);
+    if (tracing) candidate = candidate.index_select(0, inds), trace->above_score = inds.size(0);
     auto keep = ops::remove_small_boxes(boxes, 1e-2);
     boxes = boxes.index_select(0, keep);
     scores = scores.index_select(0, keep);
     labels = labels.index_select(0, keep);
+    if (tracing) candidate = candidate.index_select(0, keep), trace->not_small = keep.size(0);
     keep = ops::batched_nms(boxes, scores, labels, cfg_.box_nms_thresh);
+    if (tracing) trace->after_nms = keep.size(0);
     keep = keep.slice(0, 0, cfg_.box_detections_per_img);
     RoIDetections d;
     d.boxes = boxes.index_select(0, keep);
     d.scores = scores.index_select(0, keep);
     d.labels = labels.index_select(0, keep);
+    if (tracing) {
+      trace->kept = keep.size(0);
+      trace->source_proposal = at::floor_divide(candidate.index_select(0, keep), num_classes - 1).cpu();
+    }
     out.push_back(std::move(d));
   }
   return out;
@@ -71,7 +91,7 @@ std::vector<RoIDetections> RoIHeadsImpl::postprocess_detections(
 
 std::vector<RoIDetections> RoIHeadsImpl::forward(
     const std::vector<at::Tensor>& features, const std::vector<at::Tensor>& proposals,
-    const std::vector<std::pair<int64_t, int64_t>>& image_sizes) {
+    const std::vector<std::pair<int64_t, int64_t>>& image_sizes, ForwardTrace* trace) {
   at::Tensor box_features, class_logits, box_regression, mask_features;
   std::vector<at::Tensor> pooled_levels(features.begin(), features.end());
   {
@@ -92,13 +112,21 @@ std::vector<RoIDetections> RoIHeadsImpl::forward(
   std::vector<RoIDetections> result;
   {
     common::ScopedStage stage("roi_heads.box_postprocess");
-    result = postprocess_detections(class_logits, box_regression, proposals, image_sizes);
+    result = postprocess_detections(class_logits, box_regression, proposals, image_sizes,
+                                    trace ? &trace->box : nullptr);
   }
+  if (trace)
+    trace->box.box_pooled =
+        ops::to_4d(box_features).index_select(0, trace->box.source_proposal.to(box_features.device())).cpu();
   {
     common::ScopedStage stage("roi_heads.mask_roi_align");
     std::vector<at::Tensor> mask_boxes;
     for (auto& r : result) mask_boxes.push_back(r.boxes);
     mask_features = mask_roi_pool_(pooled_levels, mask_boxes, image_sizes);
+  }
+  if (trace) {
+    trace->mask.boxes = result.at(0).boxes.cpu();
+    trace->mask.mask_pooled = ops::to_4d(mask_features).contiguous().cpu();
   }
   {
     common::ScopedStage stage("roi_heads.mask_head");
@@ -110,6 +138,8 @@ std::vector<RoIDetections> RoIHeadsImpl::forward(
   std::vector<at::Tensor> labels;
   for (auto& r : result) labels.push_back(r.labels);
   auto probs = mask_predictor->forward_selected(mask_features, at::cat(labels)).sigmoid();
+  if (trace)  // every class's map: the one kept is the predicted label's
+    trace->mask.class_probs = mask_predictor->forward(mask_features).sigmoid().contiguous().cpu();
   int64_t offset = 0;
   for (auto& r : result) {
     const int64_t n = r.boxes.size(0);

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "maskrcnn/config.h"
+#include "maskrcnn/trace.h"
 #include "maskrcnn/types.h"
 #include "modeling/box_coder.h"
 #include "modeling/heads.h"
@@ -27,7 +28,8 @@ class RoIHeadsImpl : public torch::nn::Module {
   explicit RoIHeadsImpl(const MaskRCNNConfig& cfg);
   std::vector<RoIDetections> forward(const std::vector<at::Tensor>& features,
                                      const std::vector<at::Tensor>& proposals,
-                                     const std::vector<std::pair<int64_t, int64_t>>& image_sizes);
+                                     const std::vector<std::pair<int64_t, int64_t>>& image_sizes,
+                                     ForwardTrace* trace = nullptr);
 
   // Training: loss_classifier, loss_box_reg, loss_mask. Targets are in the
   // resized image's pixels; proposals are the RPN's (detached).
@@ -48,7 +50,7 @@ class RoIHeadsImpl : public torch::nn::Module {
   std::vector<RoIDetections> postprocess_detections(
       const at::Tensor& class_logits, const at::Tensor& box_regression,
       const std::vector<at::Tensor>& proposals,
-      const std::vector<std::pair<int64_t, int64_t>>& image_sizes) const;
+      const std::vector<std::pair<int64_t, int64_t>>& image_sizes, TraceBoxHead* trace) const;
 
   struct TrainingSamples {
     std::vector<at::Tensor> proposals, matched_idxs, labels, regression_targets;

@@ -113,7 +113,7 @@ std::pair<std::vector<at::Tensor>, std::vector<at::Tensor>>
 RegionProposalNetworkImpl::filter_proposals(
     const at::Tensor& proposals, const at::Tensor& objectness_in,
     const std::vector<std::pair<int64_t, int64_t>>& image_sizes,
-    const std::vector<int64_t>& num_anchors_per_level) const {
+    const std::vector<int64_t>& num_anchors_per_level, TraceRPN* trace) const {
   const int64_t num_images = proposals.size(0);
   const auto device = proposals.device();
   auto objectness = objectness_in.detach().reshape({num_images, -1});
@@ -129,6 +129,7 @@ RegionProposalNetworkImpl::filter_proposals(
     levels.push_back(at::full({n}, static_cast<int64_t>(l), at::TensorOptions(at::kLong).device(device)));
     auto ob = objectness.slice(1, offset, offset + n);
     auto k = std::min<int64_t>(pre_nms_top_n, n);
+    if (trace) trace->pre_nms_top_n.push_back(k);
     top_idx.push_back(std::get<1>(ob.topk(k, 1)) + offset);
     offset += n;
   }
@@ -154,6 +155,13 @@ RegionProposalNetworkImpl::filter_proposals(
     scores = scores.index_select(0, keep);
     lvl = lvl.index_select(0, keep);
     keep = ops::batched_nms(boxes, scores, lvl, cfg_.rpn_nms_thresh);
+    if (trace && i == 0) {
+      trace->after_top_n = top_n_idx.size(1);
+      trace->pre_nms_boxes = boxes.cpu();
+      trace->pre_nms_scores = scores.cpu();
+      trace->pre_nms_levels = lvl.cpu();
+      trace->after_nms = keep.size(0);
+    }
     keep = keep.slice(0, 0, post_nms_top_n);
     final_boxes.push_back(boxes.index_select(0, keep));
     final_scores.push_back(scores.index_select(0, keep));
@@ -205,7 +213,8 @@ LossTerms RegionProposalNetworkImpl::compute_loss(
 
 RPNOutput RegionProposalNetworkImpl::forward(const ImageBatch& images,
                                              const std::vector<at::Tensor>& features,
-                                             const std::vector<TrainingTarget>* targets) {
+                                             const std::vector<TrainingTarget>* targets,
+                                             ForwardTrace* trace) {
   std::vector<at::Tensor> objectness, deltas;
   {
     common::ScopedStage stage("rpn.head");
@@ -229,9 +238,14 @@ RPNOutput RegionProposalNetworkImpl::forward(const ImageBatch& images,
   // Every image shares the same anchors: repeat them per image for decoding.
   auto all_anchors = anchors.repeat({num_images, 1});
   auto proposals = box_coder_.decode(box_regression.detach(), all_anchors).view({num_images, -1, 4});
-  auto [boxes, scores] =
-      filter_proposals(proposals, box_cls, images.image_sizes, num_anchors_per_level);
+  auto [boxes, scores] = filter_proposals(proposals, box_cls, images.image_sizes,
+                                         num_anchors_per_level, trace ? &trace->rpn : nullptr);
   RPNOutput out{boxes, scores, {}};
+  if (trace) {
+    trace_anchors(*trace, images, objectness);
+    trace->rpn.proposals = boxes.at(0).cpu();
+    trace->rpn.proposal_scores = scores.at(0).cpu();
+  }
   if (is_training()) {
     TORCH_CHECK(targets != nullptr, "RPN: training needs targets");
     auto [labels, matched_gt_boxes] = assign_targets_to_anchors(anchors, *targets);
@@ -240,6 +254,24 @@ RPNOutput RegionProposalNetworkImpl::forward(const ImageBatch& images,
     out.losses = compute_loss(box_cls, box_regression, labels, regression_targets, *targets);
   }
   return out;
+}
+
+void RegionProposalNetworkImpl::trace_anchors(ForwardTrace& trace, const ImageBatch& images,
+                                              const std::vector<at::Tensor>& objectness) const {
+  trace.anchors.clear();
+  trace.rpn.objectness.clear();
+  for (size_t l = 0; l < objectness.size(); ++l) {
+    TraceAnchorLevel a;
+    a.feature = "P" + std::to_string(l + 2);
+    a.height = objectness[l].size(2);
+    a.width = objectness[l].size(3);
+    a.stride = images.tensors.size(-2) / a.height;
+    a.sizes = {anchor_generator_.sizes().at(l)};
+    a.aspect_ratios = anchor_generator_.aspect_ratios();
+    a.cell_anchors = anchor_generator_.cell_anchors(a.sizes[0]);
+    trace.anchors.push_back(std::move(a));
+    trace.rpn.objectness.push_back(objectness[l][0].detach().to(at::kCPU, at::kFloat).contiguous());
+  }
 }
 
 }  // namespace maskrcnn::modeling

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "maskrcnn/config.h"
+#include "maskrcnn/trace.h"
 #include "maskrcnn/types.h"
 #include "modeling/anchor_generator.h"
 #include "modeling/box_coder.h"
@@ -56,8 +57,10 @@ class RegionProposalNetworkImpl : public torch::nn::Module {
  public:
   explicit RegionProposalNetworkImpl(const MaskRCNNConfig& cfg);
   // targets (training only): boxes in the resized image's pixels.
+  // trace (inference, one image): anchors, objectness, proposals before and after NMS.
   RPNOutput forward(const ImageBatch& images, const std::vector<at::Tensor>& features,
-                    const std::vector<TrainingTarget>* targets = nullptr);
+                    const std::vector<TrainingTarget>* targets = nullptr,
+                    ForwardTrace* trace = nullptr);
 
   RPNHead head{nullptr};
 
@@ -65,7 +68,9 @@ class RegionProposalNetworkImpl : public torch::nn::Module {
   std::pair<std::vector<at::Tensor>, std::vector<at::Tensor>> filter_proposals(
       const at::Tensor& proposals, const at::Tensor& objectness,
       const std::vector<std::pair<int64_t, int64_t>>& image_sizes,
-      const std::vector<int64_t>& num_anchors_per_level) const;
+      const std::vector<int64_t>& num_anchors_per_level, TraceRPN* trace) const;
+  void trace_anchors(ForwardTrace& trace, const ImageBatch& images,
+                     const std::vector<at::Tensor>& objectness) const;
 
   // Per image: labels (1 object, 0 background, -1 ignored) and matched gt boxes.
   std::pair<std::vector<at::Tensor>, std::vector<at::Tensor>> assign_targets_to_anchors(

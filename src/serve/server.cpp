@@ -22,6 +22,7 @@
 
 #include "maskrcnn/cpu_settings.h"
 #include "maskrcnn/error.h"
+#include "maskrcnn/explain.h"
 #include "maskrcnn/image.h"
 #include "maskrcnn/model.h"
 #include "serve/metrics.h"
@@ -63,27 +64,9 @@ void send_error(httplib::Response& res, int status, const std::string& message) 
 
 // The routes /metrics counts by; anything else is "other".
 std::string route_of(const std::string& path) {
-  for (const char* r : {"/", "/healthz", "/readyz", "/v1/model", "/v1/predict", "/metrics"})
+  for (const char* r : {"/", "/healthz", "/readyz", "/v1/model", "/v1/predict", "/v1/explain", "/metrics"})
     if (path == r) return r;
   return "other";
-}
-
-void check_options(const ServeOptions& o) {
-  const auto fail = [](const std::string& what) { throw Error(what); };
-  if (o.weights.empty()) fail("no weights given");
-  if (o.port < 0 || o.port > 65535) fail("--port must be 0..65535");
-  if (o.http_threads < 1) fail("--http-threads must be at least 1");
-  if (o.max_batch < 1) fail("--max-batch must be at least 1");
-  if (o.max_queue < 1) fail("--max-queue must be at least 1");
-  if (!(o.max_delay_ms >= 0 && o.max_delay_ms <= 60e3)) fail("--max-delay-ms must be 0..60000");
-  if (o.max_body_bytes < 1) fail("--max-body-mb must be positive");
-  if (!(o.request_timeout_s > 0 && o.request_timeout_s <= 86400)) fail("--request-timeout-s must be in (0, 86400]");
-  if (!(o.drain_s >= 0 && o.drain_s <= 86400)) fail("--drain-s must be 0..86400");
-  if (!(o.score_thresh >= 0 && o.score_thresh <= 1)) fail("--score-thresh must be 0..1");
-  if (!(o.mask_thresh >= 0 && o.mask_thresh <= 1)) fail("--mask-thresh must be 0..1");
-  if (o.max_detections < 1) fail("--max-detections must be at least 1");
-  if (o.max_pixels < 1) fail("--max-pixels must be at least 1");
-  if (o.keep_alive_s < 0 || o.read_timeout_s < 1) fail("bad keep-alive or read timeout");
 }
 
 // A request body: the image bytes, or every part of a multipart form.
@@ -143,7 +126,7 @@ struct Server::Impl {
   std::vector<Detections> run_batch(const std::vector<at::Tensor>& images);
   void handle_predict(const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader);
   void answer_predict(const httplib::Request& req, httplib::Response& res, const Upload& up);
-  nlohmann::json model_info(const MaskRCNN& model, const std::vector<std::string>& names) const;
+  void handle_explain(const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader);
 
   ServeOptions options;
   Metrics metrics;
@@ -162,6 +145,7 @@ struct Server::Impl {
   std::string model_json;  // GET /v1/model
   std::string load_error;
 
+  std::mutex explain_mutex;  // one explain at a time: it holds every intermediate
   std::mutex drain_mutex;
   bool drained = false;
   bool drained_cleanly = true;
@@ -169,7 +153,7 @@ struct Server::Impl {
 
 void Server::Impl::start() {
   if (started.exchange(true)) throw Error("the server is already started");
-  check_options(options);
+  check_serve_options(options);
   // A client that closes its socket before the answer is written must cost
   // that answer, not the process (SIGPIPE's default action).
   std::signal(SIGPIPE, SIG_IGN);
@@ -262,7 +246,7 @@ void Server::Impl::load_model_in_background() {
                                   .to(at::kByte)
                                   .view({3, side, side});
       m->predict({warm});
-      const std::string info = model_info(*m, names).dump();
+      const std::string info = describe_model(*m, names, options);
       {
         std::lock_guard<std::mutex> lock(model_mutex);
         model = m;
@@ -278,34 +262,6 @@ void Server::Impl::load_model_in_background() {
       std::fprintf(stderr, "maskrcnn serve: error: %s\n", load_error.c_str());
     }
   });
-}
-
-nlohmann::json Server::Impl::model_info(const MaskRCNN& m, const std::vector<std::string>& names) const {
-  const MaskRCNNConfig& c = m.config();
-  const bool cpu = device.is_cpu();
-  nlohmann::json j;
-  j["model"] = std::filesystem::path(options.weights).filename().string();
-  j["weights"] = options.weights;
-  j["architecture"] = c.arch_name();
-  j["backbone"] = "resnet" + std::to_string(c.backbone_depth);
-  j["norm"] = norm_name(c.norm);
-  j["num_classes"] = c.num_classes;
-  j["classes"] = names;
-  j["min_size"] = c.min_size;
-  j["max_size"] = c.max_size;
-  j["device"] = m.device().str();
-  // Winograd and bf16 are CPU settings; a GPU runs LibTorch's f32 (cuDNN).
-  j["precision"] = cpu && inference_precision() == Precision::BF16 ? "bf16" : "f32";
-  j["conv"] = !cpu ? "cudnn" : conv_algorithm() == ConvAlgorithm::Winograd ? "winograd" : "direct";
-  j["score_thresh"] = options.score_thresh;
-  j["mask_thresh"] = options.mask_thresh;
-  j["max_detections"] = options.max_detections;
-  j["max_pixels"] = options.max_pixels;
-  j["max_batch"] = options.max_batch;
-  j["max_delay_ms"] = options.max_delay_ms;
-  j["max_queue"] = options.max_queue;
-  j["max_body_bytes"] = options.max_body_bytes;
-  return j;
 }
 
 std::vector<Detections> Server::Impl::run_batch(const std::vector<at::Tensor>& images) {
@@ -374,6 +330,9 @@ void Server::Impl::install_routes() {
   http.Post("/v1/predict", httplib::Server::HandlerWithContentReader(
                                [this](const httplib::Request& req, httplib::Response& res,
                                       const httplib::ContentReader& reader) { handle_predict(req, res, reader); }));
+  http.Post("/v1/explain", httplib::Server::HandlerWithContentReader(
+                               [this](const httplib::Request& req, httplib::Response& res,
+                                      const httplib::ContentReader& reader) { handle_explain(req, res, reader); }));
   // Called for every answer with status >= 400: ours carry their JSON body
   // already; httplib's own (404, a malformed request) get one here.
   http.set_error_handler(httplib::Server::HandlerWithResponse(
@@ -525,6 +484,54 @@ void Server::Impl::answer_predict(const httplib::Request& req, httplib::Response
                        {"inference", round_ms(inference_ms)}, {"encode", round_ms(encode_ms)},
                        {"total", round_ms(ms_since(t0))}};
   send_json(res, 200, body);
+}
+
+// POST /v1/explain: one image -> the explain report (text/html). It runs on
+// the request's thread beside the batcher, one at a time.
+void Server::Impl::handle_explain(const httplib::Request& req, httplib::Response& res,
+                                  const httplib::ContentReader& reader) {
+  Upload up;
+  if (!read_upload(req, res, reader, options.max_body_bytes, up)) {
+    res.set_header("Connection", "close");
+    return send_error(res, up.too_large ? 413 : 400, up.too_large ? "request body larger than --max-body-mb"
+                                                                   : "could not read the request body");
+  }
+  std::shared_ptr<const MaskRCNN> m;
+  std::vector<std::string> names;
+  {
+    std::lock_guard<std::mutex> lock(model_mutex);
+    m = ready.load() ? model : nullptr;
+    names = class_names;
+  }
+  if (!m || draining.load()) {
+    res.set_header("Retry-After", "5");
+    return send_error(res, 503, draining.load() ? "the server is shutting down" : "the model is loading");
+  }
+  const Upload::Part* part = nullptr;
+  for (const auto& p : up.parts)
+    if (!part && (!up.multipart || p.name == "image")) part = &p;
+  if (!part || part->bytes.empty()) return send_error(res, 400, "send one JPEG, PNG or BMP image to explain");
+  const std::string name = part->filename.empty() ? "image" : part->filename;
+  at::Tensor rgb;
+  try {
+    ImageReadOptions read_options;
+    read_options.max_pixels = options.max_pixels;
+    rgb = decode_image(reinterpret_cast<const uint8_t*>(part->bytes.data()), part->bytes.size(), name, read_options);
+  } catch (const std::exception& e) {
+    return send_error(res, 400, describe_exception(e));
+  }
+  std::unique_lock<std::mutex> one_at_a_time(explain_mutex, std::try_to_lock);
+  if (!one_at_a_time.owns_lock()) {
+    res.set_header("Retry-After", "5");
+    return send_error(res, 503, "another explain is running; try again shortly");
+  }
+  static thread_local const bool threads_set = (at::init_num_threads(), true);
+  (void)threads_set;
+  ForwardTrace trace;
+  m->predict_traced(rgb, trace);
+  ExplainOptions eo;
+  eo.title = name;
+  res.set_content(render_explain_report(trace, rgb, names, eo), "text/html; charset=utf-8");
 }
 
 bool Server::Impl::drain() {

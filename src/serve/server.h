@@ -23,6 +23,10 @@
 
 #include "maskrcnn/config.h"
 
+namespace maskrcnn {
+class MaskRCNN;
+}
+
 namespace maskrcnn::serve {
 
 struct ServeOptions {
@@ -60,6 +64,12 @@ struct ServeOptions {
   std::function<void()> before_load;
   std::function<void(size_t images)> before_batch;
 };
+// Throws maskrcnn::Error naming the first option out of its range.
+void check_serve_options(const ServeOptions& options);
+// GET /v1/model's JSON: architecture, classes, input sizes, precision, device, limits.
+std::string describe_model(const MaskRCNN& model, const std::vector<std::string>& names,
+                           const ServeOptions& options);
+
 
 class Server {
  public:

@@ -13,7 +13,8 @@ The layers (docs/design.md), bottom up, and what each may include besides itself
   data        src/data                                                    -> api
   engine      src/engine, maskrcnn/{evaluator,trainer}.h                  -> data
   video       src/video, maskrcnn/{video,tracker}.h (video I/O, tracking)  -> api
-  serve       src/serve (the HTTP model server)                           -> engine
+  explain     src/explain, maskrcnn/explain.h (the stage-by-stage report)   -> api
+  serve       src/serve (the HTTP model server)                           -> engine, explain
   top         tools, maskrcnn/maskrcnn.h                                  -> everything
 Exits 1 listing each include that goes up or sideways.
 """
@@ -32,21 +33,22 @@ BELOW = {
     "data": {"api", "modeling", "ops", "checkpoint", "coco", "ground"},
     "engine": {"data", "api", "modeling", "ops", "checkpoint", "coco", "ground"},
     "video": {"api", "modeling", "ops", "checkpoint", "coco", "ground"},
-    "serve": {"engine", "data", "api", "modeling", "ops", "backend", "checkpoint", "coco", "ground"},
+    "explain": {"api", "modeling", "ops", "checkpoint", "coco", "ground"},
+    "serve": {"explain", "engine", "data", "api", "modeling", "ops", "backend", "checkpoint", "coco", "ground"},
 }
 PUBLIC = {
     "types.h": "ground", "config.h": "ground", "error.h": "ground", "profile.h": "ground",
-    "cpu_settings.h": "ground", "checkpoint.h": "checkpoint", "pickle.h": "checkpoint",
+    "cpu_settings.h": "ground", "trace.h": "ground", "checkpoint.h": "checkpoint", "pickle.h": "checkpoint",
     "ops.h": "ops", "model.h": "modeling", "coco.h": "coco", "rle.h": "coco",
     "coco_eval.h": "coco", "image.h": "api", "results.h": "api", "model_info.h": "api",
     "evaluator.h": "engine", "trainer.h": "engine",
-    "video.h": "video", "tracker.h": "video", "maskrcnn.h": "top",
+    "video.h": "video", "tracker.h": "video", "explain.h": "explain", "maskrcnn.h": "top",
 }
 SOURCE = [  # longest prefix first
     ("io/checkpoint/", "checkpoint"), ("io/coco/", "coco"), ("io/atomic_file", "coco"),
     ("common/", "ground"), ("ops/", "ops"), ("backend/cpu/", "backend"),
     ("modeling/", "modeling"), ("evaluation/", "coco"), ("image/", "api"), ("api/", "api"),
-    ("data/", "data"), ("engine/", "engine"), ("video/", "video"), ("serve/", "serve"),
+    ("data/", "data"), ("engine/", "engine"), ("video/", "video"), ("explain/", "explain"), ("serve/", "serve"),
 ]
 
 

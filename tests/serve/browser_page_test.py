@@ -9,7 +9,7 @@ usage: browser_page_test.py MASKRCNN_BIN PHOTO ARTIFACT_DIR
 The model is torchvision's Mask R-CNN (ResNet-18-FPN, 4 classes) with seeded
 random weights, its class head set so that the photo's detections mix the
 classes and spread their scores, saved as a .pth that `maskrcnn serve` reads
-like any torchvision checkpoint.
+like any torchvision checkpoint (tests/support/browser_util.py).
 """
 import json
 import os
@@ -20,50 +20,12 @@ import tempfile
 import time
 import urllib.request
 
-import torch
-from selenium import webdriver
-from selenium.webdriver.chrome.options import Options
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
-from torchvision.io import read_image
-from torchvision.models.detection import MaskRCNN
-from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
 
-CLASSES = ["__background__", "circle", "square", "triangle"]
-
-
-def fail(message):
-    print("FAIL: " + message, file=sys.stderr)
-    sys.exit(1)
-
-
-def check(condition, message):
-    if not condition:
-        fail(message)
-
-
-def write_model(path, photo):
-    """Random weights whose class scores mix the three classes on PHOTO, some
-    above the slider's first value (0.5), most below: the class head's rows lose
-    their component along the box features every RoI shares, which would
-    otherwise hand all 100 detections to one class."""
-    torch.manual_seed(3)
-    backbone = resnet_fpn_backbone(backbone_name="resnet18", weights=None, trainable_layers=5)
-    model = MaskRCNN(backbone, num_classes=len(CLASSES), min_size=800, max_size=1333).eval()  # serve's defaults
-    features = []
-    hook = model.roi_heads.box_head.register_forward_hook(lambda module, args, out: features.append(out))
-    with torch.no_grad():
-        model([read_image(photo).float() / 255])
-        hook.remove()
-        shared = features[0].mean(0)
-        shared /= shared.norm()
-        weight = model.roi_heads.box_predictor.cls_score.weight
-        weight.normal_(0, 0.05)
-        weight -= torch.outer(weight @ shared, shared)
-        model.roi_heads.box_predictor.cls_score.bias.copy_(torch.tensor([0.0, 1.0, 1.0, 1.0]))
-    torch.save(model.state_dict(), path)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "support"))
+from browser_util import browser, check, fail, write_labels, write_model  # noqa: E402
 
 
 def rle_area(counts):
@@ -122,16 +84,6 @@ class Server:
             return -1
 
 
-def browser():
-    options = Options()
-    for arg in ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--window-size=1400,1000", "--no-first-run", "--disable-extensions"]:
-        options.add_argument(arg)
-    options.binary_location = "/usr/bin/chromium"
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
-
-
 def shown_rows(driver):
     """The detection list as (name, score text, meta text) rows."""
     return [(li.find_element(By.CLASS_NAME, "name").text, li.find_element(By.CLASS_NAME, "score").text,
@@ -156,7 +108,7 @@ def main():
     tmp = tempfile.mkdtemp(prefix="maskrcnn-browser-")
     weights, labels = os.path.join(tmp, "random_r18.pth"), os.path.join(tmp, "labels.txt")
     write_model(weights, photo)
-    open(labels, "w").write("\n".join(CLASSES) + "\n")
+    write_labels(labels)
     log = open(os.path.join(artifacts, "serve_page_server.log"), "w")
     server = Server(binary, weights, labels, log)
     driver = None

@@ -254,6 +254,35 @@ TEST_F(ServeTest, BadInputIs400WithAMessageAndHurtsNothing) {
   EXPECT_EQ(r->status, 200);
 }
 
+TEST_F(ServeTest, ExplainAnswersTheReportOfThePhoto) {
+  auto s = serve(options());
+  auto r = client(*s)->Post("/v1/explain", png_, "image/png");
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body.substr(0, 300);
+  EXPECT_EQ(r->get_header_value("Content-Type"), "text/html; charset=utf-8");
+  size_t at = 0;
+  for (const char* id : {"transform", "backbone", "anchors", "rpn", "box-head", "roi-align", "mask-head", "result"}) {
+    const size_t pos = r->body.find(std::string("id=\"") + id + "\"");
+    ASSERT_NE(pos, std::string::npos) << id;
+    EXPECT_GT(pos, at) << id << " out of order";
+    at = pos;
+  }
+  EXPECT_NE(r->body.find("data:image/png;base64,"), std::string::npos);
+  // The report's detections are predict's for the same image and thresholds.
+  const auto records = library_records(weights_, png_);
+  EXPECT_NE(r->body.find(" " + std::to_string(records.size()) + " detections &middot;"), std::string::npos);
+  const auto expect_400 = [&](const httplib::Result& bad) {
+    ASSERT_TRUE(bad);
+    EXPECT_EQ(bad->status, 400) << bad->body;
+    EXPECT_TRUE(json_of(bad).contains("error")) << bad->body;
+  };
+  expect_400(client(*s)->Post("/v1/explain", std::string("this is not an image"), "image/jpeg"));
+  expect_400(client(*s)->Post("/v1/explain", std::string(), "image/png"));
+  auto after = post_image(*s, png_);
+  ASSERT_TRUE(after);
+  EXPECT_EQ(after->status, 200);
+}
+
 TEST_F(ServeTest, TooManyPixelsIs400) {
   ServeOptions o = options();
   o.max_pixels = 10000;  // the 120 x 160 image has 19200

@@ -86,6 +86,19 @@ bool bf16_available() {
 #endif
 }
 
+bool onednn_available() {
+#ifdef MASKRCNN_HAVE_DNNL
+  static const bool available = [] {
+    ops::DnnlConvOptions o;
+    o.padding = 1;
+    return onednn_builds(o, 3);
+  }();
+  return available;
+#else
+  return false;
+#endif
+}
+
 bool winograd_available() {
 #ifdef MASKRCNN_HAVE_DNNL
   // Winograd exists on AVX-512 CPUs only.

@@ -86,12 +86,14 @@ std::vector<at::Tensor> BackboneWithFPNImpl::forward(const at::Tensor& images) {
   return channels_last_4d(features(images));
 }
 
-std::vector<at::Tensor> BackboneWithFPNImpl::features(const at::Tensor& images) {
+std::vector<at::Tensor> BackboneWithFPNImpl::features(const at::Tensor& images,
+                                                      std::vector<at::Tensor>* body_out) {
   std::vector<at::Tensor> stages;
   {
     common::ScopedStage stage("backbone.body");
     stages = body->features(images);
   }
+  if (body_out) *body_out = stages;  // the FPN may overwrite maps only it holds
   common::ScopedStage stage("backbone.fpn");
   return fpn->features(stages);
 }

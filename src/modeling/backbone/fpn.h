@@ -34,8 +34,10 @@ class BackboneWithFPNImpl : public torch::nn::Module {
                       int64_t out_channels = 256);
   std::vector<at::Tensor> forward(const at::Tensor& images);  // 4-D, as FeaturePyramidNetwork's
   // The same maps, blocked where oneDNN computed them: what the RPN head's
-  // convolution and RoIAlign read without a copy.
-  std::vector<at::Tensor> features(const at::Tensor& images);
+  // convolution and RoIAlign read without a copy. body_out: where given,
+  // also the body's C2..C5 (ForwardTrace).
+  std::vector<at::Tensor> features(const at::Tensor& images,
+                                   std::vector<at::Tensor>* body_out = nullptr);
   int64_t out_channels() const { return out_channels_; }
   ResNetBody body{nullptr};
   FeaturePyramidNetwork fpn{nullptr};

@@ -74,7 +74,7 @@ TEST_F(InferenceConvTest, Winograd3x3WithFoldedNormResidualAndReluMatchesTheModu
   auto y = run(*l.conv, l.bn.get(), x, true, r);
   EXPECT_EQ(y.sizes(), (std::vector<int64_t>{2, 48, 37, 29}));
   EXPECT_LT(max_rel_diff(y, l.reference(x, true, r)), 1e-5);
-  EXPECT_EQ(run.onednn_calls(), maskrcnn::winograd_available() ? 1 : 0);
+  EXPECT_EQ(run.onednn_calls(), maskrcnn::onednn_available() ? 1 : 0);
   // Without residual or ReLU, and a bias on the convolution.
   Layer b(16, 16, 3, 1, true, /*bias=*/true);
   auto x2 = at::randn({1, 16, 9, 40});
@@ -86,7 +86,8 @@ TEST_F(InferenceConvTest, Winograd3x3WithFoldedNormResidualAndReluMatchesTheModu
 // rows (each band reading the rows above and below it, padding only at the
 // map's edges): the same outputs as one run, residual and ReLU included.
 TEST_F(InferenceConvTest, WinogradInPartsMatchesOneRun) {
-  const bool winograd = maskrcnn::winograd_available();  // else LibTorch's convolution, no parts
+  const bool winograd = maskrcnn::winograd_available();  // else oneDNN's direct kernel, one part
+  const int64_t one = maskrcnn::onednn_available() ? 1 : 0;  // else LibTorch's convolution
   Layer l(32, 48, 3, 1, /*frozen=*/true);
   for (auto shape : {std::vector<int64_t>{1, 32, 37, 29}, std::vector<int64_t>{5, 32, 9, 11}}) {
     auto x = at::randn(shape);
@@ -95,22 +96,22 @@ TEST_F(InferenceConvTest, WinogradInPartsMatchesOneRun) {
     maskrcnn::set_winograd_scratchpad_budget(0);  // never split
     cpu::InferenceConv whole;
     auto once = whole(*l.conv, l.bn.get(), x, true, r);
-    EXPECT_EQ(whole.onednn_parts(), winograd ? 1 : 0);
+    EXPECT_EQ(whole.onednn_parts(), one);
     maskrcnn::set_winograd_scratchpad_budget(1);  // split as far as it goes: 1 image, 4-row bands
     cpu::InferenceConv split;
     auto parts = split(*l.conv, l.bn.get(), x, true, r);
     // 37 rows: 9 bands of 4 and one of 1; 5 images of 9 rows: 5 x (4 + 4 + 1).
-    EXPECT_EQ(split.onednn_parts(), winograd ? (shape[0] == 1 ? 10 : 15) : 0);
-    EXPECT_EQ(split.onednn_calls(), winograd ? 1 : 0);
+    EXPECT_EQ(split.onednn_parts(), winograd ? (shape[0] == 1 ? 10 : 15) : one);
+    EXPECT_EQ(split.onednn_calls(), one);
     EXPECT_LT(max_rel_diff(parts, l.reference(x, true, r)), 1e-5);
     EXPECT_LT((parts - once).abs().max().item<double>() / once.abs().max().item<double>(), 1e-5);
   }
 }
 
 TEST_F(InferenceConvTest, DirectAndOtherShapesRunFoldedDirectConvolutions) {
-  // Where oneDNN is (it is where Winograd is), its direct kernels serve these
-  // too, with the residual add and ReLU fused.
-  const int64_t onednn = maskrcnn::winograd_available() ? 1 : 0;
+  // Where oneDNN is, its direct kernels serve these too, with the residual
+  // add and ReLU fused.
+  const int64_t onednn = maskrcnn::onednn_available() ? 1 : 0;
   maskrcnn::set_conv_algorithm(maskrcnn::ConvAlgorithm::Direct);
   Layer l(16, 32, 3, 1, true);
   cpu::InferenceConv run;
@@ -157,7 +158,7 @@ TEST_F(InferenceConvTest, EveryLayoutInAndOutWholeAndInParts) {
           for (auto out : layouts) {
             auto y = run(*l.conv, l.bn.get(), ops::to_layout(x, in), true, ops::to_layout(r, res), out);
             // Where oneDNN runs it, the output is in the layout asked for.
-            if (maskrcnn::winograd_available())
+            if (maskrcnn::onednn_available())
               EXPECT_EQ(maskrcnn::ops::layout_of(y), out);
             EXPECT_LT(max_rel_diff(ops::to_4d(y), ref), 1e-5)
                 << k << "x" << k << "/" << s << " budget " << budget << " layouts " << int(in) << int(res)
@@ -247,7 +248,7 @@ TEST_F(InferenceConvTest, Bf16ConvolutionsStayWithinBf16Rounding) {
     const double d = max_rel_diff(run(*l.conv, l.bn.get(), x, true, r), ref);
     EXPECT_LT(d, on ? 2e-2 : 1e-5) << k << " " << s;
     if (on) EXPECT_GT(d, 1e-5) << "bf16 arithmetic was not used";  // f32 would be ~1e-7
-    EXPECT_EQ(run.onednn_calls(), on ? 1 : 0);
+    EXPECT_EQ(run.onednn_calls(), maskrcnn::onednn_available() ? 1 : 0);  // bf16 or f32 direct
   }
   maskrcnn::set_inference_precision(maskrcnn::Precision::F32);
 }
@@ -524,7 +525,8 @@ TEST_F(InferenceConvTest, Training3x3GradientsMatchLibTorchInDouble) {
 }
 
 // Frozen layers in training (nothing they read requires a gradient) take the
-// inference path: oneDNN's Winograd with the folded weights, and no graph.
+// inference path: oneDNN (Winograd where the CPU has it) with the folded
+// weights, and no graph.
 TEST_F(InferenceConvTest, FrozenLayersInTrainingTakeTheInferencePath) {
   Layer l(16, 16, 3, 1, /*frozen=*/true);
   l.conv->weight.requires_grad_(false);
@@ -534,7 +536,7 @@ TEST_F(InferenceConvTest, FrozenLayersInTrainingTakeTheInferencePath) {
   auto y = run(*l.conv, l.bn.get(), x, true);
   EXPECT_FALSE(y.requires_grad());
   EXPECT_LT(max_rel_diff(y, l.reference(x, true)), 1e-5);
-  EXPECT_EQ(run.onednn_calls(), maskrcnn::winograd_available() ? 1 : 0);
+  EXPECT_EQ(run.onednn_calls(), maskrcnn::onednn_available() ? 1 : 0);
   // Once the input needs a gradient, the graph path again.
   auto y2 = run(*l.conv, l.bn.get(), x.clone().requires_grad_(true), true);
   EXPECT_TRUE(y2.requires_grad());

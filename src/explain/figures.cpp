@@ -60,10 +60,12 @@ cv::Mat to_mat(const at::Tensor& rgb_u8) {
 }
 
 cv::Mat fit(const cv::Mat& rgb, int max_side) {
-  const double s = static_cast<double>(max_side) / std::max(rgb.cols, rgb.rows);
-  if (s >= 1) return rgb.clone();
+  // Small images (a 128-pixel data set) are enlarged up to 4x, so that the
+  // boxes drawn on them stay legible.
+  const double s = std::min(4.0, static_cast<double>(max_side) / std::max(rgb.cols, rgb.rows));
+  if (s == 1) return rgb.clone();
   cv::Mat out;
-  cv::resize(rgb, out, cv::Size(), s, s, cv::INTER_AREA);
+  cv::resize(rgb, out, cv::Size(), s, s, s < 1 ? cv::INTER_AREA : cv::INTER_LINEAR);
   return out;
 }
 

@@ -15,7 +15,7 @@ Rgb palette_color(int64_t i);  // well-separated colours, cycled
 
 // uint8 [3, H, W] -> RGB image.
 cv::Mat to_mat(const at::Tensor& rgb_u8);
-// Scaled so that its longer side is at most `max_side` (never enlarged).
+// Scaled so that its longer side is `max_side` (enlarged at most 4x).
 cv::Mat fit(const cv::Mat& rgb, int max_side);
 
 // Base64 data: URIs, for <img src>. JPEG for photographs (small), PNG for

@@ -122,9 +122,22 @@ std::string result_section(const ReportContext& c) {
   draw.class_names = c.class_names;
   draw.mask_threshold = c.options.mask_threshold;
   const auto& t = c.trace;
-  cv::Mat drawn = to_mat(draw_detections(
-      at::from_blob(c.photo.data, {c.photo.rows, c.photo.cols, 3}, at::kByte).permute({2, 0, 1}),
-      t.detections, draw));
+  // A small photo is drawn on enlarged k times (nearest), for legible labels.
+  const int64_t k = std::max<int64_t>(1, std::min<int64_t>(4, c.options.max_side / std::max(c.photo.cols, c.photo.rows)));
+  at::Tensor photo = at::from_blob(c.photo.data, {c.photo.rows, c.photo.cols, 3}, at::kByte).permute({2, 0, 1});
+  Detections dets = t.detections;
+  if (k > 1) {
+    photo = photo.repeat_interleave(k, 1).repeat_interleave(k, 2);
+    dets.boxes = dets.boxes * static_cast<double>(k);
+    dets.image_height *= k;
+    dets.image_width *= k;
+    for (auto& m : dets.masks) {
+      m.x0 *= k;
+      m.y0 *= k;
+      m.probs = m.probs.repeat_interleave(k, 0).repeat_interleave(k, 1);
+    }
+  }
+  cv::Mat drawn = to_mat(draw_detections(photo, dets, draw));
   std::string body = "<div class=\"figs\">" +
                      figure(jpeg_uri(fit(drawn, c.options.max_side)),
                             std::to_string(t.detections.size()) + " detections above score " +

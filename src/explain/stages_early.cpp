@@ -67,11 +67,13 @@ std::string transform_section(const ReportContext& c) {
 std::string backbone_section(const ReportContext& c) {
   std::string body = "<h3>ResNet body: C2-C5</h3>" + feature_figures(c.trace.body) +
                      "<h3>Feature pyramid: P2-P6</h3>" + feature_figures(c.trace.fpn);
+  const int64_t channels = c.trace.fpn.empty() ? 0 : c.trace.fpn[0].map.size(0);
   return section("backbone", "Backbone + FPN",
                  "The ResNet body halves the resolution at each stage while adding channels (C2 at stride 4 "
                  "to C5 at stride 32). The feature pyramid mixes each level with the coarser one above it and "
-                 "gives every level 256 channels; P6 is P5 max-pooled. Each heat map is the mean absolute "
-                 "activation over channels, one cell per map position: bright where the level responds.",
+                 "gives every level the same " + std::to_string(channels) + " channels; P6 is P5 max-pooled. "
+                 "Each heat map is the mean absolute activation over channels, one cell per map position: "
+                 "bright where the level responds.",
                  body);
 }
 

@@ -3,6 +3,7 @@
 Selenium): load /, upload a photo, wait for the overlay, check the detection
 list against the server's own /v1/predict answer, move the score slider and
 toggle a class, hover a row, and find no console errors. Saves a screenshot.
+Then "Explain the stages" opens the explain report of the photo in a new tab.
 
 usage: browser_page_test.py MASKRCNN_BIN PHOTO ARTIFACT_DIR
 
@@ -179,7 +180,27 @@ def main():
         driver.save_screenshot(os.path.join(artifacts, "serve_page.png"))
         errors = [e for e in driver.get_log("browser") if e.get("level") == "SEVERE"]
         check(not errors, "console errors: %s" % errors)
-        print("ok: %d detections, %d at 0.5, %d at %.2f; screenshot %s" %
+
+        # "Explain the stages": the report of this photo opens in a new tab.
+        page = driver.current_window_handle
+        driver.find_element(By.ID, "explain").click()
+        wait.until(lambda d: len(d.window_handles) == 2)
+        driver.switch_to.window([h for h in driver.window_handles if h != page][0])
+        sections = lambda: driver.execute_script(
+            "return Array.from(document.querySelectorAll('section.stage')).map(s => s.id);")
+        wait.until(lambda d: len(sections()) == 8)
+        check(sections() == ["transform", "backbone", "anchors", "rpn", "box-head", "roi-align", "mask-head",
+                             "result"], "explain report sections: %s" % sections())
+        wait.until(lambda d: d.execute_script(
+            "return Array.from(document.images).every(i => i.complete && i.naturalWidth > 0);"))
+        header = driver.find_element(By.CSS_SELECTOR, "header p").text
+        check(("%d detections" % len(dets)) in header, "explain header %r, %d detections" % (header, len(dets)))
+        errors = [e for e in driver.get_log("browser") if e.get("level") == "SEVERE"]
+        check(not errors, "console errors in the explain tab: %s" % errors)
+        driver.close()
+        driver.switch_to.window(page)
+        wait.until(lambda d: status() == "done")
+        print("ok: %d detections, %d at 0.5, %d at %.2f; explain tab with 8 sections; screenshot %s" %
               (len(dets), len(rows), len(fewer), threshold, os.path.join(artifacts, "serve_page.png")))
     finally:
         if driver is not None:

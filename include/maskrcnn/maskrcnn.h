@@ -39,6 +39,13 @@
 //     std::vector<int64_t> track_ids = tracker.update(d);   // stable across frames
 //   }
 //
+//   // What each stage computed, from the same forward pass (trace.h), and the
+//   // stage-by-stage HTML report of `maskrcnn explain` (explain.h):
+//   maskrcnn::ForwardTrace trace;
+//   auto traced = model.predict_traced(rgb, trace);   // == model.predict({rgb})[0]
+//   at::Tensor p2 = trace.fpn[0].map;                 // [256, H/4, W/4]
+//   std::string html = maskrcnn::render_explain_report(trace, rgb, model.class_names());
+//
 // Link with CMake:  find_package(maskrcnn REQUIRED)
 //                   target_link_libraries(app PRIVATE maskrcnn::maskrcnn)
 #pragma once

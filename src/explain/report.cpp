@@ -117,6 +117,19 @@ std::string fmt_box(const at::Tensor& xyxy, double scale) {
          ", " + fmt_num(p[3] * scale, 0) + ")";
 }
 
+std::string swatch(Rgb c) {
+  return "<span class=\"swatch\" style=\"background:rgb(" + std::to_string(c[0]) + "," + std::to_string(c[1]) +
+         "," + std::to_string(c[2]) + ")\"></span>";
+}
+
+std::string flow(const std::vector<std::pair<int64_t, std::string>>& steps) {
+  std::string out = "<div class=\"flow\">";
+  for (size_t i = 0; i < steps.size(); ++i)
+    out += (i ? "<span class=\"arrow\">&rarr;</span>" : "") + std::string("<div class=\"step\"><b>") +
+           std::to_string(steps[i].first) + "</b>" + steps[i].second + "</div>";
+  return out + "</div>";
+}
+
 std::string result_section(const ReportContext& c) {
   DrawOptions draw;
   draw.class_names = c.class_names;

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "explain/figures.h"
 #include "maskrcnn/explain.h"
 #include "maskrcnn/trace.h"
 
@@ -30,6 +31,10 @@ std::string table(const std::vector<std::string>& header, const std::vector<std:
 std::string fmt_num(double v, int digits = 3);
 std::string fmt_shape(const std::vector<int64_t>& shape);
 std::string fmt_box(const at::Tensor& xyxy, double scale = 1);
+// A small square of the colour, before a label.
+std::string swatch(Rgb color);
+// Counts as boxes joined by arrows: (count, what it counts), in order.
+std::string flow(const std::vector<std::pair<int64_t, std::string>>& steps);
 
 std::string transform_section(const ReportContext& c);
 std::string backbone_section(const ReportContext& c);

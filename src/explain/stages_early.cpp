@@ -88,8 +88,7 @@ std::string anchors_section(const ReportContext& c) {
     for (double s : a.sizes) sizes += (sizes.empty() ? "" : ", ") + fmt_num(s, 0);
     for (double r : a.aspect_ratios) ratios += (ratios.empty() ? "" : ", ") + fmt_num(r, 1);
     const auto color = palette_color(l);
-    rows.push_back({"<span class=\"swatch\" style=\"background:rgb(" + std::to_string(color[0]) + "," +
-                        std::to_string(color[1]) + "," + std::to_string(color[2]) + ")\"></span>" + a.feature,
+    rows.push_back({swatch(color) + a.feature,
                     std::to_string(a.stride), fmt_shape({a.height, a.width}), sizes, ratios,
                     std::to_string(a.cell_anchors.size(0)), std::to_string(a.count())});
     total += a.count();
@@ -131,15 +130,11 @@ std::string rpn_section(const ReportContext& c) {
                    260, true);
   }
   maps += "</div>";
-  auto step = [](const std::string& n, const std::string& what) {
-    return "<div class=\"step\"><b>" + n + "</b>" + what + "</div><span class=\"arrow\">&rarr;</span>";
-  };
-  std::string flow = "<div class=\"flow\">" + step(std::to_string(anchors), "anchors scored") +
-                     step(std::to_string(top_n), "top-n per level") +
-                     step(std::to_string(r.pre_nms_boxes.size(0)), "inside, not tiny, above score") +
-                     step(std::to_string(r.after_nms), "after NMS (IoU 0.7, per level)") +
-                     "<div class=\"step\"><b>" + std::to_string(r.proposals.size(0)) +
-                     "</b>proposals kept</div></div>";
+  const std::string counts = flow({{anchors, "anchors scored"},
+                                   {top_n, "top-n per level"},
+                                   {r.pre_nms_boxes.size(0), "inside, not tiny, above score"},
+                                   {r.after_nms, "after NMS (IoU 0.7, per level)"},
+                                   {r.proposals.size(0), "proposals kept"}});
   // The best candidates by score, before and after NMS.
   const int64_t k = c.options.proposals_drawn;
   Canvas before = canvas_for(c.photo, c.resized_to_photo, c.options.max_side * 4 / 7);
@@ -151,7 +146,7 @@ std::string rpn_section(const ReportContext& c) {
   Canvas after = canvas_for(c.photo, c.resized_to_photo, c.options.max_side * 4 / 7);
   for (int64_t i = std::min<int64_t>(k, r.proposals.size(0)) - 1; i >= 0; --i)
     after.box(r.proposals[i], palette_color(i), 2, false);
-  std::string body = flow + "<h3>Objectness per level</h3>" + maps + "<h3>Proposals</h3><div class=\"figs\">" +
+  std::string body = counts + "<h3>Objectness per level</h3>" + maps + "<h3>Proposals</h3><div class=\"figs\">" +
                      figure(jpeg_uri(before.image), "the " + std::to_string(std::min<int64_t>(k, order.size(0))) +
                                                         " best candidates before NMS (colour: pyramid level, "
                                                         "as in Anchors); many overlap") +

@@ -11,11 +11,6 @@
 namespace maskrcnn::explain {
 namespace {
 
-std::string swatch(Rgb c) {
-  return "<span class=\"swatch\" style=\"background:rgb(" + std::to_string(c[0]) + "," + std::to_string(c[1]) +
-         "," + std::to_string(c[2]) + ")\"></span>";
-}
-
 std::string detection_title(const ReportContext& c, int64_t i) {
   const auto& d = c.trace.detections;
   return swatch(palette_color(i)) + "Detection " + std::to_string(i + 1) + ": " +
@@ -41,16 +36,12 @@ std::string empty_note(const ReportContext& c) {
 std::string box_head_section(const ReportContext& c) {
   const auto& b = c.trace.box;
   const auto& props = c.trace.rpn.proposals;
-  auto step = [](int64_t n, const std::string& what, bool last = false) {
-    return "<div class=\"step\"><b>" + std::to_string(n) + "</b>" + what + "</div>" +
-           (last ? "" : "<span class=\"arrow\">&rarr;</span>");
-  };
-  std::string body = "<div class=\"flow\">" + step(props.size(0), "proposals") +
-                     step(b.candidates, "(proposal, class) pairs") +
-                     step(b.above_score, "score &gt; " + fmt_num(b.score_thresh, 2)) +
-                     step(b.not_small, "not tiny") +
-                     step(b.after_nms, "after class-wise NMS (IoU " + fmt_num(b.nms_thresh, 2) + ")") +
-                     step(b.kept, "detections", true) + "</div>";
+  std::string body = flow({{props.size(0), "proposals"},
+                           {b.candidates, "(proposal, class) pairs"},
+                           {b.above_score, "score &gt; " + fmt_num(b.score_thresh, 2)},
+                           {b.not_small, "not tiny"},
+                           {b.after_nms, "after class-wise NMS (IoU " + fmt_num(b.nms_thresh, 2) + ")"},
+                           {b.kept, "detections"}});
   body += "<p>Dropped: " + std::to_string(b.candidates - b.above_score) + " pairs scored at most " +
           fmt_num(b.score_thresh, 2) + "; " + std::to_string(b.above_score - b.not_small) +
           " boxes were under 0.01 pixels wide or high; " + std::to_string(b.not_small - b.after_nms) +

@@ -67,12 +67,18 @@ std::vector<RoIDetections> RoIHeadsImpl::postprocess_detections(
     boxes = boxes.index_select(0, inds);
     scores = scores.index_select(0, inds);
     labels = labels.index_select(0, inds);
-    if (tracing) candidate = candidate.index_select(0, inds), trace->above_score = inds.size(0);
+    if (tracing) {
+      candidate = candidate.index_select(0, inds);
+      trace->above_score = inds.size(0);
+    }
     auto keep = ops::remove_small_boxes(boxes, 1e-2);
     boxes = boxes.index_select(0, keep);
     scores = scores.index_select(0, keep);
     labels = labels.index_select(0, keep);
-    if (tracing) candidate = candidate.index_select(0, keep), trace->not_small = keep.size(0);
+    if (tracing) {
+      candidate = candidate.index_select(0, keep);
+      trace->not_small = keep.size(0);
+    }
     keep = ops::batched_nms(boxes, scores, labels, cfg_.box_nms_thresh);
     if (tracing) trace->after_nms = keep.size(0);
     keep = keep.slice(0, 0, cfg_.box_detections_per_img);

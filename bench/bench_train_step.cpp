@@ -1,6 +1,7 @@
 // maskrcnn-cpp side of bench/compare_train_iteration.sh: median seconds of one
 // SGD iteration (losses, backward, step) on a saved batch.
-//   bench_train_step WEIGHTS BATCH.pt REPS [THREADS]
+//   bench_train_step WEIGHTS BATCH.pt REPS [THREADS [ROIS_PER_IMAGE PROPOSALS_PER_IMAGE]]
+// (the last two as `maskrcnn train --rois-per-image/--proposals-per-image`).
 // MASKRCNN_TRACE=FILE writes the last iteration's operators as a Chrome trace
 // (LibTorch's autograd profiler), to see where an iteration's time goes.
 #include <ATen/ATen.h>
@@ -22,7 +23,7 @@
 
 int main(int argc, char** argv) {
   if (argc < 4) {
-    std::fprintf(stderr, "usage: bench_train_step WEIGHTS BATCH.pt REPS [THREADS]\n");
+    std::fprintf(stderr, "usage: bench_train_step WEIGHTS BATCH.pt REPS [THREADS [ROIS PROPOSALS]]\n");
     return 2;
   }
   try {
@@ -30,7 +31,12 @@ int main(int argc, char** argv) {
     // MASKRCNN_SCRATCHPAD_MB: Winograd's scratchpad budget (default 128; 0 no limit).
     if (const char* mb = std::getenv("MASKRCNN_SCRATCHPAD_MB"))
       maskrcnn::set_winograd_scratchpad_budget(std::stoull(mb) << 20);
-    auto model = maskrcnn::load_model(argv[1]);
+    maskrcnn::ModelOverrides overrides;
+    if (argc > 6) {
+      overrides.box_batch_size_per_image = std::stoi(argv[5]);
+      overrides.rpn_top_n_train = std::stoi(argv[6]);
+    }
+    auto model = maskrcnn::load_model(argv[1], overrides);
     model.train(true);
     std::map<std::string, at::Tensor> batch;
     for (auto& [k, v] : maskrcnn::load_state_dict(argv[2])) batch[k] = v;

@@ -222,9 +222,8 @@ LossTerms RoIHeadsImpl::forward_train(const std::vector<at::Tensor>& features,
     mask_proposals.push_back(s.proposals[i].index_select(0, p));
     pos_matched.push_back(s.matched_idxs[i].index_select(0, p));
   }
-  auto mask_logits = mask_predictor->forward(
-      mask_head->forward(mask_roi_pool_(features, mask_proposals, image_sizes)));
-  const int64_t m = mask_logits.size(-1);
+  auto mask_features = mask_head->forward(mask_roi_pool_(features, mask_proposals, image_sizes));
+  const int64_t m = 2 * mask_features.size(-1);
   for (size_t i = 0; i < s.proposals.size(); ++i) {
     const auto& t = targets[i];
     if (pos_matched[i].numel() == 0) continue;
@@ -238,12 +237,16 @@ LossTerms RoIHeadsImpl::forward_train(const std::vector<at::Tensor>& features,
   }
   at::Tensor loss_mask;
   if (mask_targets.empty()) {
-    loss_mask = mask_logits.sum() * 0;
+    // Zero, but joined to the mask branch's parameters so that every process
+    // of a data-parallel run has their (zero) gradients.
+    loss_mask = mask_predictor->forward(mask_features).sum() * 0;
   } else {
-    auto all_labels = at::cat(mask_labels, 0);
-    auto idx = at::arange(all_labels.size(0), all_labels.options());
-    loss_mask = at::binary_cross_entropy_with_logits(mask_logits.index({idx, all_labels}),
-                                                     at::cat(mask_targets, 0));
+    // Only each RoI's ground-truth class enters the loss, so only its logits
+    // are computed: the same values as torchvision's all-class logits indexed
+    // by label, without the transposed convolution, whose backward in LibTorch
+    // took most of a training step.
+    auto mask_logits = mask_predictor->forward_selected(mask_features, at::cat(mask_labels, 0));
+    loss_mask = at::binary_cross_entropy_with_logits(mask_logits.select(1, 0), at::cat(mask_targets, 0));
   }
   return {{"loss_classifier", loss_classifier},
           {"loss_box_reg", loss_box_reg},

@@ -104,6 +104,9 @@ file(GLOB MASKRCNN_SOURCES CONFIGURE_DEPENDS
   ${PROJECT_SOURCE_DIR}/src/video/*.cpp
   ${PROJECT_SOURCE_DIR}/src/explain/*.cpp)
 maskrcnn_static_library(maskrcnn ${MASKRCNN_SOURCES})
+# The fused AdamW loop's square root vectorises only without errno.
+set_source_files_properties(${PROJECT_SOURCE_DIR}/src/engine/adamw_update_cpu.cpp PROPERTIES
+  COMPILE_OPTIONS -fno-math-errno SKIP_PRECOMPILE_HEADERS ON)
 target_include_directories(maskrcnn PUBLIC
   $<BUILD_INTERFACE:${MASKRCNN_INCLUDE}> $<INSTALL_INTERFACE:include>
   PRIVATE ${PROJECT_SOURCE_DIR}/src ${OpenCV_INCLUDE_DIRS})

@@ -1,5 +1,7 @@
 #include "engine/sgd.h"
 
+#include "engine/adamw_update.h"
+
 #include <ATen/ATen.h>
 #include <torch/csrc/autograd/grad_mode.h>
 
@@ -91,13 +93,20 @@ void AdamW::step(double lr) {
       m.exp_avg_sq = at::zeros_like(p);
     }
     ++m.step;
+    const AdamWScalars scalars{lr,
+                               weight_decay_,
+                               beta1_,
+                               beta2_,
+                               eps_,
+                               1 - std::pow(beta1_, static_cast<double>(m.step)),
+                               1 - std::pow(beta2_, static_cast<double>(m.step))};
+    if (adamw_update_fused_cpu(p, grad, m.exp_avg, m.exp_avg_sq, scalars)) continue;
+    // Elsewhere (CUDA), torch.optim.AdamW's tensor operations.
     p.mul_(1 - lr * weight_decay_);
     m.exp_avg.mul_(beta1_).add_(grad, 1 - beta1_);
     m.exp_avg_sq.mul_(beta2_).addcmul_(grad, grad, 1 - beta2_);
-    const double bias_correction1 = 1 - std::pow(beta1_, static_cast<double>(m.step));
-    const double bias_correction2 = 1 - std::pow(beta2_, static_cast<double>(m.step));
-    auto denom = (m.exp_avg_sq.sqrt() / std::sqrt(bias_correction2)).add_(eps_);
-    p.addcdiv_(m.exp_avg, denom, -lr / bias_correction1);
+    auto denom = (m.exp_avg_sq.sqrt() / std::sqrt(scalars.bias_correction2)).add_(eps_);
+    p.addcdiv_(m.exp_avg, denom, -lr / scalars.bias_correction1);
   }
 }
 

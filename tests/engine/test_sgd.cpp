@@ -8,6 +8,7 @@
 #include <ATen/ATen.h>
 
 #include <cmath>
+#include <tuple>
 
 #include "engine/sgd.h"
 #include "maskrcnn/error.h"
@@ -199,3 +200,49 @@ TEST(Optimizers, MakeOptimizerKnowsSgdAndAdamW) {
 }
 
 }  // namespace
+
+// The fused CPU loop (float, contiguous, more elements than one parallel
+// chunk) against torch.optim.AdamW's tensor operations, and the fallback
+// (a non-contiguous parameter) against the same; the parameter's version moves
+// as with in-place operations, so caches keyed on it see the new values.
+TEST(AdamW, FusedLoopMatchesTheTensorOperations) {
+  const double lr = 1e-3, wd = 0.05, b1 = 0.9, b2 = 0.999, eps = 1e-8;
+  at::manual_seed(3);
+  at::Tensor p = at::randn({70001});
+  at::Tensor q = at::randn({64, 48}).t();  // not contiguous: the tensor operations
+  at::Tensor p_ref = p.clone(), q_ref = q.clone(), m = at::zeros_like(p), v = at::zeros_like(p);
+  at::Tensor qm = at::zeros_like(q_ref), qv = at::zeros_like(q_ref);
+  p.set_requires_grad(true);
+  q.set_requires_grad(true);
+  maskrcnn::engine::AdamW adam({{"p", p}, {"q", q}}, wd, b1, b2, eps);
+  for (int t = 1; t <= 3; ++t) {
+    at::Tensor g = at::randn({70001}), gq = at::randn({48, 64});
+    p.mutable_grad() = g;
+    q.mutable_grad() = gq;
+    const auto version = p._version();
+    adam.step(lr);
+    EXPECT_GT(p._version(), version);
+    const double bc1 = 1 - std::pow(b1, t), bc2 = 1 - std::pow(b2, t);
+    for (auto [x, grad, mm, vv] : {std::tuple{p_ref, g, m, v}, std::tuple{q_ref, gq, qm, qv}}) {
+      x.mul_(1 - lr * wd);
+      mm.mul_(b1).add_(grad, 1 - b1);
+      vv.mul_(b2).addcmul_(grad, grad, 1 - b2);
+      x.addcdiv_(mm, (vv.sqrt() / std::sqrt(bc2)).add_(eps), -lr / bc1);
+    }
+    EXPECT_TRUE(at::allclose(p.detach(), p_ref, 1e-6, 1e-7)) << "step " << t;
+    EXPECT_TRUE(at::allclose(q.detach(), q_ref, 0, 0)) << "step " << t;
+  }
+  // The moments were written too: the saved state is the reference's.
+  int checked = 0;
+  for (auto& [key, value] : adam.state()) {
+    if (key == "exp_avg.p") {
+      EXPECT_TRUE(at::allclose(value, m, 1e-5, 1e-6)) << (value - m).abs().max().item<double>();
+      ++checked;
+    }
+    if (key == "exp_avg_sq.p") {
+      EXPECT_TRUE(at::allclose(value, v, 1e-5, 1e-8)) << (value - v).abs().max().item<double>();
+      ++checked;
+    }
+  }
+  EXPECT_EQ(checked, 2);
+}
